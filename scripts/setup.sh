@@ -1,0 +1,170 @@
+#!/usr/bin/env bash
+# Set up HybridNet-Caffe on a fresh Debian 12 machine:
+#   1. Debian packages Caffe builds against   (third_party/caffe/apt-packages.txt)
+#   2. .venv/ with the pinned Python packages  (requirements.txt)
+#   3. Caffe built from PyPI's brocolli-caffe sdist, patched, into a cache keyed by
+#      (sdist hash, patches, build flags, Python, numpy)   (~/.cache/hybridnet-caffe)
+#   4. pycaffe importable from .venv, and .venv/bin/caffe: the CLI with the venv and
+#      the project on PYTHONPATH, so nets with Python layers run through it.
+# Idempotent: with everything in place a rerun takes seconds. A build runs in a temp
+# dir renamed at the end, so an interrupted build never looks complete.
+#
+# Environment: CAFFE_GPU=1 builds the CUDA variant (CUDA_ARCH="90" by default; nvcc
+# from CUDA_HOME or /usr/local/cuda, cuBLAS/cuRAND from the nvidia-* PyPI wheels).
+# HYBRIDNET_CACHE overrides the cache dir; PYTHON the interpreter for .venv.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+THIRD=$ROOT/third_party/caffe
+VENV=$ROOT/.venv
+CACHE=${HYBRIDNET_CACHE:-$HOME/.cache/hybridnet-caffe}
+PYTHON=${PYTHON:-python3}
+CAFFE_GPU=${CAFFE_GPU:-0}
+CUDA_ARCH=${CUDA_ARCH:-90}
+SDIST=brocolli-caffe-9.0.2.tar.gz
+SDIST_SPEC=brocolli-caffe==9.0.2
+SDIST_SHA256=c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a
+JOBS=${JOBS:-$(nproc)}
+
+STEP="start"
+LOG=""
+say() { printf '[setup] %s\n' "$*"; }
+on_error() {
+  printf '[setup] FAILED at step: %s\n' "$STEP" >&2
+  [ -n "$LOG" ] && printf '[setup] log: %s (last lines below)\n' "$LOG" >&2 && tail -n 25 "$LOG" >&2 || true
+  exit 1
+}
+trap on_error ERR
+mkdir -p "$CACHE/logs" "$CACHE/downloads"
+
+# 1. Debian packages ---------------------------------------------------------------
+STEP="apt packages"
+mapfile -t PKGS < <(grep -v '^\s*#' "$THIRD/apt-packages.txt" | grep -v '^\s*$')
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "[setup] missing Debian packages; run as root:" >&2
+    echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  LOG=$CACHE/logs/apt.log
+  say "installing Debian packages: ${missing[*]}"
+  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; } >"$LOG" 2>&1
+fi
+
+# 2. virtual environment ------------------------------------------------------------
+STEP="python venv"
+LOG=$CACHE/logs/pip.log
+[ -x "$VENV/bin/python" ] || { say "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
+REQ_SHA=$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)
+if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$REQ_SHA" ]; then
+  say "installing pinned Python packages (requirements.txt) - log $LOG"
+  "$VENV/bin/python" -m pip install -q --upgrade pip >"$LOG" 2>&1
+  "$VENV/bin/python" -m pip install -r "$ROOT/requirements.txt" >>"$LOG" 2>&1
+  echo "$REQ_SHA" >"$VENV/.requirements.sha256"
+fi
+PY=$VENV/bin/python
+PY_VERSION=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PY_INCLUDE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+PY_LIBDIR=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+NP_INCLUDE=$("$PY" -c 'import numpy; print(numpy.get_include())')
+NP_VERSION=$("$PY" -c 'import numpy; print(numpy.__version__)')
+SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+
+# 3. Caffe --------------------------------------------------------------------------
+STEP="cuda toolchain"
+CUDA_DIR=/usr/local/cuda; EXTRA_INCLUDE=""; EXTRA_LIBDIR=""; EXTRA_RPATH=""; CPU_ONLY=1
+VARIANT=cpu; ARCH_FLAGS=""
+if [ "$CAFFE_GPU" = "1" ]; then
+  VARIANT=cuda; CPU_ONLY=""
+  CUDA_DIR=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")}
+  LOG=$CACHE/logs/pip-cuda.log
+  "$PY" -m pip install -q -r "$THIRD/requirements-cuda.txt" >"$LOG" 2>&1
+  NV=$("$PY" -c 'import nvidia, os; print(os.path.dirname(list(nvidia.__path__)[0] + "/"))')
+  for lib in cu13 cublas curand nccl; do
+    for d in "$NV/$lib/include" "$NV/$lib/lib"; do
+      [ -d "$d" ] || continue
+      case $d in */include) EXTRA_INCLUDE+=" $d";; */lib) EXTRA_LIBDIR+=" $d"; EXTRA_RPATH+=" -Wl,-rpath,$d";; esac
+    done
+  done
+  for a in $CUDA_ARCH; do ARCH_FLAGS+=" -gencode arch=compute_$a,code=sm_$a"; done
+fi
+
+STEP="cache key"
+KEY=$( { echo "$SDIST_SHA256"; cat "$THIRD"/patches/*.patch "$THIRD/Makefile.config.in";
+         echo "variant=$VARIANT arch=$CUDA_ARCH py=$PY_VERSION $PY_INCLUDE numpy=$NP_VERSION"; } | sha256sum | cut -c1-16)
+PREFIX=$CACHE/caffe-$VARIANT-$KEY
+if [ -f "$PREFIX/.complete" ]; then
+  say "Caffe ($VARIANT) up to date: $PREFIX"
+else
+  STEP="download sdist"
+  LOG=$CACHE/logs/download.log
+  if ! echo "$SDIST_SHA256  $CACHE/downloads/$SDIST" | sha256sum -c --status 2>/dev/null; then
+    say "downloading $SDIST_SPEC (source package) from PyPI"
+    rm -f "$CACHE/downloads/$SDIST"
+    "$PY" -m pip download -q --no-deps --no-binary :all: "$SDIST_SPEC" -d "$CACHE/downloads" >"$LOG" 2>&1
+  fi
+  STEP="verify sdist sha256"
+  echo "$SDIST_SHA256  $CACHE/downloads/$SDIST" | sha256sum -c --status || {
+    echo "[setup] $CACHE/downloads/$SDIST: sha256 mismatch (expected $SDIST_SHA256)" >&2; exit 1; }
+
+  STEP="unpack and patch"
+  LOG=$CACHE/logs/build-$VARIANT-$KEY.log
+  : >"$LOG"
+  rm -rf "$CACHE"/tmp-"$VARIANT"-*
+  TMP=$(mktemp -d "$CACHE/tmp-$VARIANT-XXXXXX")
+  tar xzf "$CACHE/downloads/$SDIST" -C "$TMP" --strip-components=1
+  for p in "$THIRD"/patches/*.patch; do
+    [ -e "$p" ] || continue
+    echo "== patch $(basename "$p")" >>"$LOG"
+    patch -d "$TMP" -p1 --forward <"$p" >>"$LOG" 2>&1
+  done
+  # Generated by an old protoc that current protobuf runtimes reject; `make proto`
+  # regenerates it with Debian's protoc.
+  rm -f "$TMP/python/caffe/proto/caffe_pb2.py"
+  sed -e "s|@CPU_ONLY@|$CPU_ONLY|" -e "s|@CUDA_DIR@|$CUDA_DIR|" -e "s|@CUDA_ARCH@|$ARCH_FLAGS|" \
+      -e "s|@PYTHON_INCLUDE@|$PY_INCLUDE|" -e "s|@NUMPY_INCLUDE@|$NP_INCLUDE|" \
+      -e "s|@PYTHON_LIBDIR@|$PY_LIBDIR|" -e "s|@PYTHON_NODOT@|${PY_VERSION/./}|" \
+      -e "s|@PYTHON_VERSION@|$PY_VERSION|" -e "s|@EXTRA_INCLUDE@|$EXTRA_INCLUDE|" \
+      -e "s|@EXTRA_LIBDIR@|$EXTRA_LIBDIR|" -e "s|@EXTRA_RPATH@|$EXTRA_RPATH|" \
+      "$THIRD/Makefile.config.in" >"$TMP/Makefile.config"
+  [ "$VARIANT" = cpu ] || sed -i 's/^CPU_ONLY := $/# CPU_ONLY off: CUDA build/' "$TMP/Makefile.config"
+
+  STEP="make proto"
+  say "building Caffe ($VARIANT) in $TMP with $JOBS jobs - log $LOG"
+  start=$(date +%s)
+  make -C "$TMP" proto >>"$LOG" 2>&1
+  STEP="make all pycaffe"
+  make -C "$TMP" -j"$JOBS" all pycaffe >>"$LOG" 2>&1
+  STEP="finish cache entry"
+  find "$TMP/.build_release" -name '*.o' -delete 2>/dev/null || true
+  find "$TMP/build" -name '*.o' -delete 2>/dev/null || true
+  echo "built $(date -u +%FT%TZ) in $(( $(date +%s) - start )) s; key $KEY" >"$TMP/.complete.tmp"
+  rm -rf "$PREFIX"
+  mv "$TMP" "$PREFIX"
+  mv "$PREFIX/.complete.tmp" "$PREFIX/.complete"
+  say "Caffe ($VARIANT) built in $(( $(date +%s) - start )) s: $PREFIX"
+fi
+
+# 4. wire it into .venv ---------------------------------------------------------------
+STEP="wire pycaffe into .venv"
+LOG=""
+echo "$PREFIX/python" >"$SITE/hybridnet_caffe.pth"
+ln -sfn "$PREFIX" "$CACHE/current"
+cat >"$VENV/bin/caffe" <<EOF
+#!/usr/bin/env bash
+# Caffe's command-line tool ($VARIANT build, $PREFIX). It embeds libpython and
+# does not see a virtualenv: hand it the venv's packages and the project so that
+# nets with Python layers (data_prep.layers.HybridData) run through it.
+export PYTHONPATH="$ROOT:$SITE\${PYTHONPATH:+:\$PYTHONPATH}"
+exec "$PREFIX/build/tools/caffe" "\$@"
+EOF
+chmod +x "$VENV/bin/caffe"
+
+STEP="import check"
+"$PY" -c 'import caffe, sys; from caffe import layer_type_list; sys.exit(0 if "Python" in layer_type_list() else 1)' || {
+  echo "[setup] import caffe failed in $VENV (or the Python layer is missing)" >&2; exit 1; }
+say "ready: $VENV (caffe $VARIANT from $PREFIX)"
