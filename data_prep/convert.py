@@ -1,0 +1,246 @@
+"""The generic converter: any `data_prep.dataset` reader -> one database per split.
+
+The work is cut into shards of a few records; each worker process reads its shard's records
+through the dataset module, checks them and writes the shard under a temporary name, renamed when
+complete. The shards live in `<out>/<split>.partial/` until all are there; then the manifest is
+written and the directory renamed to `<out>/<split>`. Hence:
+
+- atomic: `<out>/<split>` exists only when complete;
+- resumable: after an interruption (Ctrl-C, kill, power) a rerun of the same command keeps the
+  finished shards and converts the rest, ending with the same records as an uninterrupted run;
+- a bad input (`DataError`) stops the conversion and removes the partial directory, unless
+  `skip_bad` is set: then the record is left out and listed in `skipped.json` with its fault.
+"""
+import glob
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+from typing import NamedTuple
+
+import h5py
+
+from data_prep import database as db
+from data_prep import dataset_module
+from data_prep.dataset import check_record
+from data_prep.errors import DataError
+
+#: Bumped whenever the records a converter writes would change.
+CONVERTER_VERSION = '1.0'
+#: Records per shard: the unit of parallel work and of resumption.
+SHARD_SIZE = 4
+_JOB = 'job.json'
+
+
+class ShardTask(NamedTuple):
+    """What a worker needs to build one shard (picklable)."""
+    dataset: str
+    root: str
+    split: str
+    directory: str
+    index: int
+    items: tuple        # ((position in the split, record key), ...)
+    skip_bad: bool
+
+
+def build_shard(task):
+    """Read, check and store the records of one shard (metadata in its attrs); returns its size."""
+    module = dataset_module(task.dataset)
+    final = os.path.join(task.directory, db.shard_name(task.index))
+    temporary = f'{final}.tmp-{os.getpid()}'
+    records, skipped = [], []
+    try:
+        with h5py.File(temporary, 'w') as h5file:
+            for position, key in task.items:
+                try:
+                    record = module.load_record(task.root, task.split, key)
+                    check_record(record, len(module.CLASS_NAMES))
+                except DataError as err:
+                    if not task.skip_bad:
+                        raise
+                    skipped.append({'position': position, 'key': key, 'path': _relative(err.path, task.root),
+                                    'fault': err.fault})
+                    continue
+                entry = {'key': key, 'sources': [_relative(p, task.root) for p in record.sources],
+                         'shard': db.shard_name(task.index), 'group': str(position)}
+                entry.update(db.write_record(h5file, str(position), record))
+                records.append(entry)
+            h5file.attrs['records'] = json.dumps(records)
+            h5file.attrs['skipped'] = json.dumps(skipped)
+        os.replace(temporary, final)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return len(task.items)
+
+
+def read_shard_metadata(path):
+    """(records, skipped) lists stored in a finished shard."""
+    try:
+        with h5py.File(path, 'r') as h5file:
+            return json.loads(h5file.attrs['records']), json.loads(h5file.attrs['skipped'])
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(path, f'unreadable shard ({err}); delete it to convert its records again') from None
+
+
+def convert_split(dataset, root, out, split, workers=1, skip_bad=False, overwrite=False,
+                  shard_size=SHARD_SIZE, progress=True):
+    """Convert `split` of the dataset at `root` into `<out>/<split>`; returns the database path.
+
+    Raises DataError for bad inputs (leaving no database behind) and for an `out` that holds
+    another dataset. KeyboardInterrupt leaves `<out>/<split>.partial` for a rerun to resume.
+    """
+    module = dataset_module(dataset)
+    root, out = os.path.abspath(root), os.path.abspath(out)
+    final = os.path.join(out, split)
+    partial = final + db.PARTIAL_SUFFIX
+    if split not in module.SPLITS:
+        raise ValueError(f'{dataset} has no split {split!r}; it has {", ".join(module.SPLITS)}')
+    _check_output(out, final, dataset)
+    if os.path.isdir(final) and not overwrite:
+        _say(f'{final}: {dataset} {split} already converted (pass --overwrite to rebuild)', progress)
+        return final
+
+    keys = module.list_records(root, split)
+    if not keys:
+        raise DataError(root, f'no {split} records found')
+    if len(keys) != module.SPLITS[split]:
+        _say(f'note: {len(keys)} {split} records; the official {dataset} {split} split has '
+             f'{module.SPLITS[split]} (sample data or a partial download?)', progress)
+    job = {'dataset': dataset, 'split': split, 'root': root, 'converter_version': CONVERTER_VERSION,
+           'format_version': db.FORMAT_VERSION, 'shard_size': shard_size, 'skip_bad': skip_bad,
+           'count': len(keys), 'keys_sha256': hashlib.sha256('\n'.join(keys).encode()).hexdigest()}
+    _start_or_resume(partial, job)
+
+    tasks = [ShardTask(dataset, root, split, partial, index,
+                       tuple(enumerate(keys))[start:start + shard_size], skip_bad)
+             for index, start in enumerate(range(0, len(keys), shard_size))]
+    pending = [t for t in tasks if not os.path.isfile(os.path.join(partial, db.shard_name(t.index)))]
+    done = len(keys) - sum(len(t.items) for t in pending)
+    try:
+        _run(pending, workers, done, len(keys), f'{dataset}/{split}', progress)
+    except DataError:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return _finish(partial, final, tasks, job, module, progress)
+
+
+def _run(tasks, workers, done, total, description, progress):
+    from tqdm import tqdm  # noqa: PLC0415 (not needed in workers)
+    bar = tqdm(total=total, initial=done, unit='img', desc=description, disable=not progress,
+               dynamic_ncols=True, smoothing=0.1)
+    with bar:
+        if workers <= 1 or len(tasks) <= 1:
+            for task in tasks:
+                bar.update(build_shard(task))
+            return
+        pool = multiprocessing.get_context('fork').Pool(min(workers, len(tasks)))
+        try:
+            for count in pool.imap_unordered(build_shard, tasks):
+                bar.update(count)
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
+
+
+def _finish(partial, final, tasks, job, module, progress):
+    records, skipped = [], []
+    for task in tasks:
+        shard_records, shard_skipped = read_shard_metadata(os.path.join(partial, db.shard_name(task.index)))
+        records += shard_records
+        skipped += shard_skipped
+    if not records:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise DataError(job['root'], f'no {job["split"]} record could be converted; first fault: '
+                                     f'{skipped[0]["path"]}: {skipped[0]["fault"]}')
+    shapes = {}
+    for entry in records:
+        shape = 'x'.join(map(str, entry['shape']))
+        shapes[shape] = shapes.get(shape, 0) + 1
+    manifest = {
+        'format': db.FORMAT, 'format_version': db.FORMAT_VERSION, 'converter_version': CONVERTER_VERSION,
+        'dataset': job['dataset'], 'split': job['split'], 'count': len(records),
+        'labelled': job['split'] in module.LABELLED_SPLITS,
+        'class_names': list(module.CLASS_NAMES), 'num_classes': len(module.CLASS_NAMES),
+        'dtypes': db.DTYPES, 'shapes': shapes,
+        'meaning': {'image': 'H x W x 3 RGB', 'label': 'H x W class index, 255 = ignore',
+                    'depth': 'H x W metres, 0 = invalid'},
+        'source_root': job['root'], 'shard_size': job['shard_size'], 'skipped': skipped, 'records': records,
+    }
+    _write_json(os.path.join(partial, db.MANIFEST), manifest)
+    if skipped:
+        report = os.path.join(final, db.SKIP_REPORT)
+        _write_json(os.path.join(partial, db.SKIP_REPORT), skipped)
+        _say(f'skipped {len(skipped)} of {job["count"]} {job["split"]} records (report: {report}):', progress)
+        for item in skipped[:5]:
+            _say(f'  {item["path"]}: {item["fault"]}', progress)
+    os.remove(os.path.join(partial, _JOB))
+    if os.path.isdir(final):  # --overwrite: swap the new database in, then drop the old one
+        old = f'{final}.old-{os.getpid()}'
+        os.rename(final, old)
+        os.rename(partial, final)
+        shutil.rmtree(old)
+    else:
+        os.rename(partial, final)
+    return final
+
+
+def _check_output(out, final, dataset):
+    """DataError when `out` is no directory or already holds another dataset's databases."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DataError(out, 'output path exists and is not a directory')
+    for manifest_path in [os.path.join(out, db.MANIFEST)] + sorted(glob.glob(os.path.join(out, '*', db.MANIFEST))):
+        if not os.path.isfile(manifest_path):
+            continue
+        try:
+            with open(manifest_path, encoding='utf-8') as f:
+                other = json.load(f).get('dataset')
+        except (ValueError, AttributeError):
+            other = None
+        if other != dataset:
+            raise DataError(manifest_path, f'output directory already holds a different dataset '
+                                           f'({other or "unreadable manifest"}), not {dataset}: choose another --out')
+    if os.path.exists(final) and not os.path.isfile(os.path.join(final, db.MANIFEST)):
+        raise DataError(final, 'exists and is not a database: move it away or choose another --out')
+
+
+def _start_or_resume(partial, job):
+    job_path = os.path.join(partial, _JOB)
+    if os.path.isdir(partial):
+        try:
+            with open(job_path, encoding='utf-8') as f:
+                previous = json.load(f)
+        except (OSError, ValueError):
+            previous = None
+        if previous != job:
+            differs = sorted(k for k in job if not previous or previous.get(k) != job[k])
+            raise DataError(partial, f'holds an interrupted conversion with other settings '
+                                     f'({", ".join(differs) or "unreadable job.json"}): rerun it with those, or delete it')
+        for stale in glob.glob(os.path.join(partial, '*.tmp-*')):
+            os.remove(stale)
+        return
+    os.makedirs(partial)
+    _write_json(job_path, job)
+
+
+def _write_json(path, obj):
+    temporary = path + '.tmp'
+    with open(temporary, 'w', encoding='utf-8') as f:
+        json.dump(obj, f, indent=1)
+        f.write('\n')
+    os.replace(temporary, path)
+
+
+def _relative(path, root):
+    """`path` relative to `root` when inside it (manifests do not depend on where root is mounted)."""
+    return os.path.relpath(path, root) if str(path).startswith(root + os.sep) else str(path)
+
+
+def _say(message, progress=True):
+    if progress:
+        print(message, file=sys.stderr)
