@@ -8,12 +8,14 @@ Two formats (REFERENCE.md, Datasets):
   MAT header. MATLAB is column-major, so h5py sees every array with its dimensions reversed: a
   480 x 640 x 3 x N MATLAB array is an (N, 3, 640, 480) dataset. `matlab_array` undoes that with a
   transpose (never a reshape). Cell arrays and struct-array fields are datasets of object
-  references into the `#refs#` group; chars are uint16 code units.
+  references into the `#refs#` group; chars are uint16 code units; large arrays are deflated
+  (chunked, gzip), as MATLAB's `save -v7.3` does.
 
-Python values map to MATLAB values as follows (both directions): numpy array -> numeric array of
-the same shape (1-D -> 1 x N row), str -> char row, list -> 1 x N cell, dict -> scalar struct,
-`StructArray` -> 1 x N struct array.
+The writers take Python values for MATLAB values: numpy array -> numeric array of the same shape
+(1-D -> 1 x N row), str -> char row, list -> 1 x N cell, dict -> scalar struct, `StructArray` ->
+1 x N struct array.
 """
+import functools
 import os
 import time
 
@@ -83,9 +85,7 @@ class _V73Writer:
             obj = group.create_group(name)
             self._struct_attrs(obj, value.fields)
             for field in value.fields:
-                refs = obj.create_dataset(field, shape=(len(value), 1), dtype=h5py.ref_dtype)
-                for i, element in enumerate(value):
-                    refs[i, 0] = self._referenced(element[field]).ref
+                self._references(obj, field, [element[field] for element in value])
             return obj
         if isinstance(value, dict):
             obj = group.create_group(name)
@@ -94,9 +94,7 @@ class _V73Writer:
                 self.write(obj, field, element)
             return obj
         if isinstance(value, list):
-            obj = group.create_dataset(name, shape=(len(value), 1), dtype=h5py.ref_dtype)
-            for i, element in enumerate(value):
-                obj[i, 0] = self._referenced(element).ref
+            obj = self._references(group, name, value)
             obj.attrs['MATLAB_class'] = np.bytes_('cell')
             return obj
         if isinstance(value, str):
@@ -110,11 +108,20 @@ class _V73Writer:
             array = array.reshape(1, -1)
         matlab_class = _MATLAB_CLASSES[array.dtype]
         stored = array.astype(np.uint8) if matlab_class == 'logical' else array
-        obj = group.create_dataset(name, data=stored.transpose())
+        compress = {'compression': 'gzip', 'compression_opts': 3} if stored.size >= 4096 else {}
+        obj = group.create_dataset(name, data=stored.transpose(), **compress)
         if matlab_class == 'logical':
             obj.attrs['MATLAB_int_decode'] = np.int32(1)
         obj.attrs['MATLAB_class'] = np.bytes_(matlab_class)
         return obj
+
+    def _references(self, group, name, values):
+        """A 1 x N dataset of references to `values`, each written into `#refs#`."""
+        import h5py  # noqa: PLC0415
+        refs = np.empty((len(values), 1), dtype=h5py.ref_dtype)
+        for i, element in enumerate(values):
+            refs[i, 0] = self._referenced(element).ref
+        return group.create_dataset(name, data=refs)
 
     def _referenced(self, value):
         """Write `value` into `#refs#` under a fresh name, as MATLAB does for cell/struct elements."""
@@ -206,6 +213,21 @@ def dereference(h5file, ref, what):
     return obj
 
 
+def read_references(h5file, name, count=None):
+    """A v7.3 cell array or struct-array field of object references, flat in MATLAB's linear order.
+
+    DataError when it is missing, not references, or (with `count`) does not hold `count` elements.
+    """
+    import h5py  # noqa: PLC0415
+    dataset = v73_dataset(h5file, name)
+    if h5py.check_ref_dtype(dataset.dtype) is None:
+        raise DataError(h5file.filename, f"'{name}' holds {dataset.dtype}, expected object references")
+    refs = matlab_array(dataset).ravel(order='F')
+    if count is not None and refs.size != count:
+        raise DataError(h5file.filename, f"'{name}' has {refs.size} elements, expected {count}")
+    return refs
+
+
 def read_char(dataset):
     """A v7.3 char array (uint16 code units) as a str."""
     return ''.join(chr(c) for c in matlab_array(dataset).ravel(order='F'))
@@ -213,9 +235,8 @@ def read_char(dataset):
 
 def read_cell_strings(h5file, name):
     """A v7.3 cell array of strings as a list of str, in MATLAB's linear order."""
-    refs = v73_dataset(h5file, name)
     return [read_char(dereference(h5file, ref, f"'{name}' element {i + 1}"))
-            for i, ref in enumerate(matlab_array(refs).ravel(order='F'))]
+            for i, ref in enumerate(read_references(h5file, name))]
 
 
 # --------------------------------------------------------------------------------------
@@ -245,27 +266,35 @@ def _to_scipy(value):
     return value
 
 
-def load_v5(path, names):
-    """Load variables `names` from a v5/v7 .mat file as `scipy.io.loadmat(squeeze_me=True)` gives them.
+def load_v5(path, names, optional=()):
+    """Variables `names` (and those of `optional` present) of a v5/v7 .mat file, as
+    `scipy.io.loadmat(squeeze_me=True, struct_as_record=False)` gives them.
 
     Structs come back as `scipy.io.matlab.mat_struct` (attribute access), cells as object arrays.
-    DataError for a missing, truncated or unparsable file or a missing variable.
+    DataError for a missing, truncated or unparsable file or a missing variable. Results are
+    cached per process while the file is unchanged (SUNRGBDMeta.mat is large): do not modify them.
     """
-    import scipy.io  # noqa: PLC0415
     path = str(path)
     if not os.path.isfile(path):
         raise DataError(path, 'missing file')
+    stat = os.stat(path)
+    content = _load_v5(path, (stat.st_mtime_ns, stat.st_size), tuple(names) + tuple(optional))
+    for name in names:
+        if name not in content:
+            raise DataError(path, f"variable '{name}' missing")
+    return content
+
+
+@functools.lru_cache(maxsize=8)
+def _load_v5(path, stamp, names):
+    import scipy.io  # noqa: PLC0415
     try:
-        content = scipy.io.loadmat(path, variable_names=list(names), squeeze_me=True,
-                                   struct_as_record=False, chars_as_strings=True)
+        return scipy.io.loadmat(path, variable_names=list(names), squeeze_me=True,
+                                struct_as_record=False, chars_as_strings=True)
     except NotImplementedError:
         raise DataError(path, 'a MATLAB v7.3 (HDF5) file, expected a v5/v7 .mat') from None
     except Exception as err:  # noqa: BLE001 (scipy raises many kinds on corrupt data)
         raise DataError(path, f'truncated or corrupt .mat file ({type(err).__name__}: {err})') from None
-    for name in names:
-        if name not in content:
-            raise DataError(path, f"variable '{name}' missing")
-    return {name: content[name] for name in names}
 
 
 def as_list(value):

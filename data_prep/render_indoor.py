@@ -59,6 +59,7 @@ class IndoorScene(NamedTuple):
     image: np.ndarray   # H x W x 3 uint8 RGB
     label: np.ndarray   # H x W uint16, the caller's ids (0 = unlabeled)
     depth: np.ndarray   # H x W float64 metres along the optical axis, all finite
+    kind: str           # scene type, a key of SCENES (or 'empty')
 
 
 def render_room(camera, ids, rng, depth_range=(3.0, 8.0), unlabeled_edges=True):
@@ -77,22 +78,24 @@ def render_room(camera, ids, rng, depth_range=(3.0, 8.0), unlabeled_edges=True):
     painter.room(room)
     for role in rng.permutation(WALL_ITEMS)[:rng.integers(1, 4)]:
         painter.wall_item(room, str(role))
-    for role in _furniture(ids, rng):
+    kind, furniture = _furniture(ids, rng)
+    for role in furniture:
         painter.furniture(room, role)
     label = painter.canvas.label
     if unlabeled_edges:
         label = _clear_edges(label)
-    return IndoorScene(painter.canvas.image(rng, noise=3.0), label, painter.canvas.depth)
+    return IndoorScene(painter.canvas.image(rng, noise=3.0), label, painter.canvas.depth, kind)
 
 
 def _furniture(ids, rng):
-    """The furniture roles of a random scene type the dataset can label."""
+    """(scene type, furniture roles) of a random scene type the dataset can label."""
     usable = [s for s, roles in SCENES.items() if sum(r in ids for r in roles if r != 'clutter') >= 2]
     if not usable:
-        return []
-    roles = [r for r in SCENES[usable[rng.integers(len(usable))]] if r in ids]
+        return 'empty', []
+    kind = usable[rng.integers(len(usable))]
+    roles = [r for r in SCENES[kind] if r in ids]
     keep = rng.integers(max(len(roles) - 2, 1), len(roles) + 1)
-    return roles[:keep]
+    return kind, roles[:keep]
 
 
 def _clear_edges(label):
