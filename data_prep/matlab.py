@@ -17,6 +17,7 @@ The writers take Python values for MATLAB values: numpy array -> numeric array o
 """
 import functools
 import os
+import struct
 import time
 
 import numpy as np
@@ -27,6 +28,7 @@ from data_prep.errors import DataError
 #: MAT header (116 bytes text, 8 bytes subsystem offset, version 0x0200, endian indicator 'IM').
 USERBLOCK_BYTES = 512
 V73_SIGNATURE = b'MATLAB 7.3 MAT-file'
+_MI_COMPRESSED = 15   # v5 data element type of a zlib-compressed variable
 
 #: numpy dtype -> MATLAB_class attribute of v7.3 datasets.
 _MATLAB_CLASSES = {
@@ -288,6 +290,7 @@ def load_v5(path, names, optional=()):
 @functools.lru_cache(maxsize=8)
 def _load_v5(path, stamp, names):
     import scipy.io  # noqa: PLC0415
+    _check_v5_complete(path)
     try:
         return scipy.io.loadmat(path, variable_names=list(names), squeeze_me=True,
                                 struct_as_record=False, chars_as_strings=True)
@@ -295,6 +298,36 @@ def _load_v5(path, stamp, names):
         raise DataError(path, 'a MATLAB v7.3 (HDF5) file, expected a v5/v7 .mat') from None
     except Exception as err:  # noqa: BLE001 (scipy raises many kinds on corrupt data)
         raise DataError(path, f'truncated or corrupt .mat file ({type(err).__name__}: {err})') from None
+
+
+def _check_v5_complete(path):
+    """DataError when the data elements after the 128-byte header run past the end of the file.
+
+    scipy reads a cut file silently up to the cut, dropping the variables after it.
+    """
+    size = os.path.getsize(path)
+    with open(path, 'rb') as f:
+        header = f.read(128)
+        if len(header) < 128:
+            raise DataError(path, f'truncated .mat file ({size} bytes, shorter than its header)')
+        order = '<' if header[126:128] == b'IM' else '>'
+        if struct.unpack(order + 'H', header[124:126])[0] == 0x0200:
+            raise DataError(path, 'a MATLAB v7.3 (HDF5) file, expected a v5/v7 .mat')
+        position = 128
+        while position < size:
+            f.seek(position)
+            tag = f.read(8)
+            if len(tag) < 8:
+                raise DataError(path, f'truncated .mat file (cut inside the data element at byte {position})')
+            kind, nbytes = struct.unpack(order + 'II', tag)
+            if kind >> 16:   # small data element: type, size and data packed in 8 bytes
+                position += 8
+                continue
+            end = position + 8 + nbytes
+            if end > size:
+                raise DataError(path, f'truncated .mat file (the data element at byte {position} needs '
+                                      f'{end - size} more bytes)')
+            position = end if kind == _MI_COMPRESSED else end + (-end) % 8
 
 
 def as_list(value):

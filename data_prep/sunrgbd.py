@@ -64,7 +64,7 @@ def list_records(root, split):
     split_path = os.path.join(root, SPLIT_FILE)
     variable = SPLIT_VARIABLES[split]
     entries = matlab.as_list(matlab.load_v5(split_path, [variable])[variable])
-    by_directory = {frame.directory: frame for frame in _frames(root)}
+    by_directory = {frame.directory: frame for frame in frames(root)}
     keys = set()
     for i, entry in enumerate(entries):
         where = f'{variable} entry {i + 1}'
@@ -79,15 +79,15 @@ def list_records(root, split):
 
 def load_record(root, split, key):
     """The frame whose image is `key`: its JPEG, depth_bfx depth and SUNRGBD2Dseg label map."""
-    frames = _frames(root)
-    frame = next((f for f in frames if f.rgb == key), None)
+    all_frames = frames(root)
+    frame = next((f for f in all_frames if f.rgb == key), None)
     if frame is None:
         raise DataError(os.path.join(root, META_FILE), f'no frame with image {key}')
     image_path, depth_path = os.path.join(root, frame.rgb), os.path.join(root, frame.depth)
     image = read_jpeg(image_path)
     raw_depth = read_png(depth_path, 'grayscale', 16)
     check_same_size(depth_path, raw_depth.shape, image_path, image.shape)
-    seg_path, raw_label = read_seglabel(root, frame.index, len(frames))
+    seg_path, raw_label = read_seglabel(root, frame.index, len(all_frames))
     where = f'{seg_path} (SUNRGBD2Dseg({frame.index}).seglabel)'
     check_same_size(where, raw_label.shape, image_path, image.shape)
     label = map_labels(where, raw_label, _LUT, _VALID)
@@ -145,7 +145,7 @@ def relative_path(path, where, authors_path):
     return '/'.join(parts[parts.index(DATA_DIR):])
 
 
-def _frames(root):
+def frames(root):
     """The frames of SUNRGBDMeta.mat, in order (cached per process while the file is unchanged)."""
     path = os.path.join(root, META_FILE)
     require_file(path)
