@@ -5,7 +5,8 @@ struct array with the authors' absolute paths), SUNRGBD2Dseg.mat (v7.3, seglabel
 behind object references), allsplit.mat (frame directories), and per frame an RGB JPEG, a raw
 `depth` PNG with holes and the filled `depth_bfx` PNG, both uint16 with the bits rotated left by 3,
 plus intrinsics.txt and scene.txt. Frames come from the four sensors with their image sizes
-(REFERENCE.md: "image sizes vary by sensor"); rooms reach 12 m so that the 10 m cap matters.
+(REFERENCE.md: "image sizes vary by sensor"). Every other room is 10.5-12 m deep, so that depths
+beyond 8.192 m (the top bits of the rotation) and the 10 m cap occur in every sample.
 """
 import os
 from typing import NamedTuple
@@ -40,6 +41,9 @@ SENSORS = [
            'xtion/sun3ddata/mit_32_d507/d507_2/{n:07d}-0000{n:08d}', '{n:07d}-0000{n:08d}'),
 ]
 
+#: Distance ranges (metres) of the far wall, alternating from frame to frame.
+NEAR_ROOM, FAR_ROOM = (3.0, 8.0), (10.5, 12.0)
+
 #: render_indoor role -> seglabel id (1..37; clutter: 0, unlabeled).
 ROLE_IDS = {name: i + 1 for i, name in enumerate(CLASS_NAMES)}
 ROLE_IDS['clutter'] = 0
@@ -67,7 +71,7 @@ def write_sample(out_dir, count=4, seed=0):
         n = i + 1
         directory = f'{DATA_DIR}/{sensor.directory.format(n=n)}'
         stem = sensor.stem.format(n=n)
-        scene = render_room(sensor.camera, ROLE_IDS, rng, depth_range=(3.0, 12.0))
+        scene = render_room(sensor.camera, ROLE_IDS, rng, depth_range=FAR_ROOM if i % 2 else NEAR_ROOM)
         filled, raw = _depth_maps(scene, rng)
         files = {'image': f'{directory}/image/{stem}.jpg', 'depth': f'{directory}/depth/{stem}.png',
                  'bfx': f'{directory}/{DEPTH_DIR}/{stem}.png'}

@@ -66,6 +66,8 @@ def test_sample_reads_back_as_drawn(sample):
             sizes.add(record.image.shape[:2])
     assert len(sizes) == 4   # one frame per sensor, each its own (non-square) size
     assert all(h != w for h, w in sizes)
+    depths = np.concatenate([r.depth.ravel() for t in truth.values() for r in t.values()])
+    assert (depths == 0).any() and (depths == 10.0).any() and ((depths > 8.2) & (depths < 10)).any()
 
 
 def test_labels_are_the_seglabel_ids_shifted_with_unlabeled_ignored(sample):
