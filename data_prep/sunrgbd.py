@@ -126,14 +126,17 @@ def read_seglabel(root, index, count):
         refs = matlab.read_references(h5file, 'SUNRGBD2Dseg/seglabel', count)
         what = f'SUNRGBD2Dseg({index}).seglabel'
         dataset = matlab.dereference(h5file, refs[index - 1], what)
+        if dataset.attrs.get('MATLAB_empty', 0):
+            raise DataError(path, f'{what} is empty: the frame has no label map')
         if dataset.ndim != 2 or not np.issubdtype(dataset.dtype, np.number):
             raise DataError(path, f'{what} is {dataset.dtype} {dataset.shape}, expected a 2-D numeric map')
         label = matlab.read_slice(dataset, ()).transpose()
     if np.issubdtype(label.dtype, np.floating):
         if not np.isfinite(label).all() or (label != np.round(label)).any():
             raise DataError(path, f'{what} holds ids that are not whole numbers')
-    if (label < 0).any():
-        raise DataError(path, f'{what}: label id {int(label.min())} not in the dataset\'s table')
+    bad = (label < 0) | (label > len(CLASS_NAMES))
+    if bad.any():
+        raise DataError(path, f'{what}: label id {label[bad][0]:g} not in the dataset\'s table (0..37)')
     return path, label.astype(np.int64)
 
 

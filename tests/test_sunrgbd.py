@@ -179,11 +179,12 @@ def test_label_id_outside_the_37_classes(copy):
     key = first_key(copy)
     index = frame_of(copy, key).index
 
-    def put_38(maps):
-        maps[index - 1][5, 7] = 38
-    rewrite_seglabels(copy, put_38)
-    with pytest.raises(DataError, match="label id 38 not in the dataset's table"):
-        sunrgbd.load_record(copy, 'train', key)
+    for value, fault in ((38, "label id 38 not in the dataset's table"), (-1, 'label id -1 not'),
+                         (2.5, 'not whole numbers')):
+        rewrite_seglabels(copy, lambda maps: maps[index - 1].__setitem__((5, 7), value))
+        with pytest.raises(DataError, match=fault) as err:
+            sunrgbd.load_record(copy, 'train', key)
+        assert err.value.path.endswith('SUNRGBD2Dseg.mat') and f'SUNRGBD2Dseg({index})' in err.value.fault
 
 
 def test_truncated_mat_files(copy):
