@@ -41,7 +41,7 @@ SENSORS = [
            'xtion/sun3ddata/mit_32_d507/d507_2/{n:07d}-0000{n:08d}', '{n:07d}-0000{n:08d}'),
 ]
 
-#: Distance ranges (metres) of the far wall, alternating from frame to frame.
+#: Distance ranges (metres) of the far wall; near and far rooms alternate across frames and sensors.
 NEAR_ROOM, FAR_ROOM = (3.0, 8.0), (10.5, 12.0)
 
 #: render_indoor role -> seglabel id (1..37; clutter: 0, unlabeled).
@@ -58,8 +58,6 @@ def encode_depth(depth):
 def write_sample(out_dir, count=4, seed=0):
     """Write `count` frames per split under `out_dir`; return {split: {key: Record}}, what the
     reader must give back (the image before JPEG compression)."""
-    import cv2  # noqa: PLC0415
-    from PIL import Image  # noqa: PLC0415
     if count < 1:
         raise ValueError('count must be at least 1 (frames per split)')
     rng = np.random.default_rng(seed)
@@ -68,28 +66,15 @@ def write_sample(out_dir, count=4, seed=0):
     lut = np.array([IGNORE] + list(range(len(CLASS_NAMES))), np.uint8)
     for i in range(2 * count):
         sensor = SENSORS[i % len(SENSORS)]
-        n = i + 1
-        directory = f'{DATA_DIR}/{sensor.directory.format(n=n)}'
-        stem = sensor.stem.format(n=n)
-        scene = render_room(sensor.camera, ROLE_IDS, rng, depth_range=FAR_ROOM if i % 2 else NEAR_ROOM)
-        filled, raw = _depth_maps(scene, rng)
-        files = {'image': f'{directory}/image/{stem}.jpg', 'depth': f'{directory}/depth/{stem}.png',
-                 'bfx': f'{directory}/{DEPTH_DIR}/{stem}.png'}
-        for rel in files.values():
-            os.makedirs(os.path.join(out_dir, os.path.dirname(rel)), exist_ok=True)
-        Image.fromarray(scene.image).save(os.path.join(out_dir, files['image']), quality=95)
-        cv2.imwrite(os.path.join(out_dir, files['depth']), encode_depth(raw))
-        cv2.imwrite(os.path.join(out_dir, files['bfx']), encode_depth(filled))
-        _write_frame_text(os.path.join(out_dir, directory), sensor.camera, scene.kind)
-        meta.append(_meta_entry(sensor, directory, stem))
+        far = (i + i // len(SENSORS)) % 2 == 1
+        scene = render_room(sensor.camera, ROLE_IDS, rng, depth_range=FAR_ROOM if far else NEAR_ROOM)
+        directory, image_file, depth = _write_frame(out_dir, sensor, i + 1, scene, rng)
+        meta.append(_meta_entry(sensor, directory, os.path.splitext(os.path.basename(image_file))[0]))
         seg.append({'seglabel': scene.label.astype(np.float64), 'seglabelall': scene.label.astype(np.float64),
                     'seglistall': list(CLASS_NAMES)})
         split = 'train' if in_train[i] else 'test'
         splits[split].append(AUTHORS_ROOT + directory)
-        millimetres = np.rint(filled * 1000).astype(np.float32)
-        depth = np.minimum(millimetres / np.float32(1000), np.float32(MAX_DEPTH))
-        truth[split][files['image']] = Record(scene.image, lut[scene.label], depth,
-                                              [os.path.join(out_dir, f) for f in files.values()])
+        truth[split][image_file] = Record(scene.image, lut[scene.label], depth, [os.path.join(out_dir, image_file)])
     for rel in (META_FILE, SEG_FILE, SPLIT_FILE):
         os.makedirs(os.path.join(out_dir, os.path.dirname(rel)), exist_ok=True)
     matlab.write_v5(os.path.join(out_dir, META_FILE), {'SUNRGBDMeta': matlab.StructArray(meta)})
@@ -99,6 +84,26 @@ def write_sample(out_dir, count=4, seed=0):
         'alltrain': splits['train'], 'alltest': splits['test'],
         'trainvalsplit': {'train': splits['train'][n_val:], 'val': splits['train'][:n_val]}})
     return truth
+
+
+def _write_frame(out_dir, sensor, n, scene, rng):
+    """Write frame number `n`'s files; return (its directory, its image file, both relative to
+    `out_dir`, and the depth in metres the reader must decode from its depth_bfx PNG)."""
+    import cv2  # noqa: PLC0415
+    from PIL import Image  # noqa: PLC0415
+    directory = f'{DATA_DIR}/{sensor.directory.format(n=n)}'
+    stem = sensor.stem.format(n=n)
+    filled, raw = _depth_maps(scene, rng)
+    files = {'image': f'{directory}/image/{stem}.jpg', 'depth': f'{directory}/depth/{stem}.png',
+             'bfx': f'{directory}/{DEPTH_DIR}/{stem}.png'}
+    for rel in files.values():
+        os.makedirs(os.path.join(out_dir, os.path.dirname(rel)), exist_ok=True)
+    Image.fromarray(scene.image).save(os.path.join(out_dir, files['image']), quality=95)
+    cv2.imwrite(os.path.join(out_dir, files['depth']), encode_depth(raw))
+    cv2.imwrite(os.path.join(out_dir, files['bfx']), encode_depth(filled))
+    _write_frame_text(os.path.join(out_dir, directory), sensor.camera, scene.kind)
+    millimetres = np.rint(filled * 1000).astype(np.float32)
+    return directory, files['image'], np.minimum(millimetres / np.float32(1000), np.float32(MAX_DEPTH))
 
 
 def _depth_maps(scene, rng):
