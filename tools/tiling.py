@@ -75,9 +75,10 @@ def interpolation_matrix(size_in, size_out):
 def upsample(maps, height, width):
     """Corner-aligned bilinear resize of C x h x w maps to C x height x width."""
     maps = np.asarray(maps, np.float32)
-    rows = interpolation_matrix(maps.shape[-2], height)
-    cols = interpolation_matrix(maps.shape[-1], width)
-    return rows @ maps @ cols.T
+    channels, size_y, size_x = maps.shape
+    rows = interpolation_matrix(size_y, height)
+    cols_t = interpolation_matrix(size_x, width).T.copy()  # contiguous: BLAS's fast path
+    return rows @ (maps.reshape(channels * size_y, size_x) @ cols_t).reshape(channels, size_y, width)
 
 
 class TileMerger:
