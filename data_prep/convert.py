@@ -158,24 +158,13 @@ def _finish(partial, final, tasks, job, module, progress):
         shutil.rmtree(partial, ignore_errors=True)
         raise DataError(job['root'], f'no {job["split"]} record could be converted; first fault: '
                                      f'{skipped[0]["path"]}: {skipped[0]["fault"]}')
-    shapes = {}
-    for entry in records:
-        shape = 'x'.join(map(str, entry['shape']))
-        shapes[shape] = shapes.get(shape, 0) + 1
-    manifest = {
-        'format': db.FORMAT, 'format_version': db.FORMAT_VERSION, 'converter_version': CONVERTER_VERSION,
-        'dataset': job['dataset'], 'split': job['split'], 'count': len(records),
-        'labelled': job['split'] in module.LABELLED_SPLITS,
-        'class_names': list(module.CLASS_NAMES), 'num_classes': len(module.CLASS_NAMES),
-        'dtypes': db.DTYPES, 'shapes': shapes,
-        'meaning': {'image': 'H x W x 3 RGB', 'label': 'H x W class index, 255 = ignore',
-                    'depth': 'H x W metres, 0 = invalid'},
-        'source_root': job['root'], 'shard_size': job['shard_size'], 'skipped': skipped, 'records': records,
-    }
-    _write_json(os.path.join(partial, db.MANIFEST), manifest)
+    manifest = db.build_manifest(job['dataset'], job['split'], job['split'] in module.LABELLED_SPLITS,
+                                 module.CLASS_NAMES, records, skipped, converter_version=CONVERTER_VERSION,
+                                 source_root=job['root'], shard_size=job['shard_size'])
+    db.write_json(os.path.join(partial, db.MANIFEST), manifest)
     if skipped:
         report = os.path.join(final, db.SKIP_REPORT)
-        _write_json(os.path.join(partial, db.SKIP_REPORT), skipped)
+        db.write_json(os.path.join(partial, db.SKIP_REPORT), skipped)
         _say(f'skipped {len(skipped)} of {job["count"]} {job["split"]} records (report: {report}):', progress)
         for item in skipped[:5]:
             _say(f'  {item["path"]}: {item["fault"]}', progress)
@@ -225,15 +214,7 @@ def _start_or_resume(partial, job):
             os.remove(stale)
         return
     os.makedirs(partial)
-    _write_json(job_path, job)
-
-
-def _write_json(path, obj):
-    temporary = path + '.tmp'
-    with open(temporary, 'w', encoding='utf-8') as f:
-        json.dump(obj, f, indent=1)
-        f.write('\n')
-    os.replace(temporary, path)
+    db.write_json(job_path, job)
 
 
 def _relative(path, root):

@@ -70,6 +70,55 @@ def write_record(h5file, group_name, record):
     return {'shape': list(record.image.shape[:2]), 'sha256': record_checksum(record)}
 
 
+def build_manifest(dataset, split, labelled, class_names, records, skipped=(), **extra):
+    """The manifest of a database holding `records` (entries as `write_record` + key/sources/shard/group)."""
+    shapes = {}
+    for entry in records:
+        shape = 'x'.join(map(str, entry['shape']))
+        shapes[shape] = shapes.get(shape, 0) + 1
+    manifest = {
+        'format': FORMAT, 'format_version': FORMAT_VERSION,
+        'dataset': dataset, 'split': split, 'count': len(records), 'labelled': bool(labelled),
+        'class_names': list(class_names), 'num_classes': len(class_names),
+        'dtypes': DTYPES, 'shapes': shapes,
+        'meaning': {'image': 'H x W x 3 RGB', 'label': 'H x W class index, 255 = ignore',
+                    'depth': 'H x W metres, 0 = invalid'},
+    }
+    manifest.update(extra)
+    manifest['skipped'] = list(skipped)
+    manifest['records'] = list(records)
+    return manifest
+
+
+def write_json(path, obj):
+    """Write `obj` as JSON to `path` atomically (temporary file, then rename)."""
+    temporary = f'{path}.tmp'
+    with open(temporary, 'w', encoding='utf-8') as f:
+        json.dump(obj, f, indent=1)
+        f.write('\n')
+    os.replace(temporary, path)
+
+
+def write_database(path, records, dataset, split, class_names, shard_size=4):
+    """A database at `path` from in-memory `Record`s (tests, tools); atomic like the converter's."""
+    path = str(path)
+    temporary = path + PARTIAL_SUFFIX
+    os.makedirs(temporary)
+    entries = []
+    for start in range(0, len(records), shard_size):
+        name = shard_name(start // shard_size)
+        with h5py.File(os.path.join(temporary, name), 'w') as h5file:
+            for position in range(start, min(start + shard_size, len(records))):
+                record = records[position]
+                entry = {'key': str(position), 'sources': list(record.sources), 'shard': name, 'group': str(position)}
+                entry.update(write_record(h5file, str(position), record))
+                entries.append(entry)
+    labelled = all(r.label is not None for r in records)
+    write_json(os.path.join(temporary, MANIFEST), build_manifest(dataset, split, labelled, class_names, entries))
+    os.rename(temporary, path)
+    return path
+
+
 def read_manifest(path):
     """The manifest of the database at `path`, with clear errors for anything that is not one."""
     path = str(path)

@@ -1,0 +1,207 @@
+"""Training batches from a database: crop, pad, mirror, flip, subsample, subtract the mean.
+
+Pure numpy (no Caffe), so the augmentation is testable on its own; `data_prep.layers.HybridData`
+serves these batches to Caffe. The parameters are the layer's `param_str` keys (docs/DESIGN.md).
+
+Paper: training images are shuffled and randomly cropped to the input size and augmented by
+"flipping and mirroring" (L348-349, L455-456, L530-532). The label is shrunk to the score map and
+the depth to each depth output by corner-aligned sampling: a map of side s covers a crop of side c
+with stride (c - 1) / (s - 1), so 41 = crop[::8, ::8] and 81 = crop[::4, ::4] of a 321 crop
+(REFERENCE.md, DeepLab). Image, label and depth always share one crop and one pair of flips.
+"""
+import atexit
+import json
+import queue
+import threading
+
+import numpy as np
+
+from data_prep.dataset import IGNORE
+from data_prep.errors import DataError
+
+#: `param_str` keys with their defaults; None: required.
+DEFAULTS = {
+    'source': None, 'batch_size': None, 'crop_size': None,
+    'train': True, 'mirror': True, 'flip': False, 'mean': None,
+    'label_size': None, 'depth_sizes': [], 'seed': 0,
+}
+
+
+def parse_param_str(param_str):
+    """The layer's JSON `param_str` as a dict with defaults filled in and every value checked."""
+    from netgen.config import MEAN_BGR  # noqa: PLC0415 (the project's one mean, DESIGN.md)
+    try:
+        given = json.loads(param_str or '{}')
+    except ValueError as err:
+        raise ValueError(f'HybridData param_str is not JSON ({err}): {param_str!r}') from None
+    if not isinstance(given, dict):
+        raise ValueError(f'HybridData param_str must be a JSON object, got {param_str!r}')
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f'HybridData param_str: unknown key {unknown[0]!r}; known: {", ".join(DEFAULTS)}')
+    params = dict(DEFAULTS, **given)
+    missing = [k for k, v in params.items() if v is None and k not in ('mean', 'label_size')]
+    if missing:
+        raise ValueError(f'HybridData param_str: missing {", ".join(missing)}')
+    if params['mean'] is None:
+        params['mean'] = list(MEAN_BGR)
+
+    def check(key, ok, expected):
+        if not ok:
+            raise ValueError(f'HybridData param_str: {key} must be {expected}, got {params[key]!r}')
+
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    check('source', isinstance(params['source'], str), 'a database path')
+    for key in ('batch_size', 'crop_size'):
+        check(key, is_int(params[key]) and params[key] >= 1, 'a positive integer')
+    for key in ('train', 'mirror', 'flip'):
+        check(key, isinstance(params[key], bool), 'true or false')
+    check('seed', is_int(params['seed']) and params['seed'] >= 0, 'a non-negative integer')
+    check('mean', isinstance(params['mean'], list) and len(params['mean']) == 3
+          and all(isinstance(v, (int, float)) for v in params['mean']), '[B, G, R]')
+    check('label_size', params['label_size'] is None or is_int(params['label_size']), 'an integer or null')
+    check('depth_sizes', isinstance(params['depth_sizes'], list) and all(map(is_int, params['depth_sizes'])),
+          'a list of integers')
+    return params
+
+
+def corner_aligned_stride(crop_size, size, key):
+    """Stride k with size = (crop_size - 1) / k + 1, e.g. 8 for 41 of 321; ValueError if none."""
+    if size == crop_size:
+        return 1
+    if size < 2 or size > crop_size or (crop_size - 1) % (size - 1):
+        raise ValueError(f'HybridData: {key} {size} does not fit crop_size {crop_size}: corner-aligned '
+                         f'subsampling needs (crop_size - 1) divisible by ({key} - 1), e.g. '
+                         f'{(crop_size - 1) // 8 + 1} (stride 8) or {(crop_size - 1) // 4 + 1} (stride 4) '
+                         f'for crop_size {crop_size}; crop_size must then be 8n + 1, like 321')
+    return (crop_size - 1) // (size - 1)
+
+
+class CropSampler:
+    """Batches from `database` (anything with len, shape(i), labelled, read_window) per `params`.
+
+    `batches()` yields lists of arrays in top order: data (N x 3 x c x c float32, BGR minus mean),
+    label (N x 1 x s x s float32) if label_size is set, one N x 1 x s x s depth per depth_sizes entry.
+    Train: a fresh permutation each epoch, random crop and flips from `seed`. Test: records in
+    order, centre crop, no flips. An image smaller than the crop is padded with the mean colour
+    (0 after subtraction), label 255 and depth 0.
+    """
+
+    def __init__(self, database, params):
+        self.database, self.params = database, params
+        crop = params['crop_size']
+        self.label_stride = (None if params['label_size'] is None
+                             else corner_aligned_stride(crop, params['label_size'], 'label_size'))
+        self.depth_strides = [corner_aligned_stride(crop, s, 'depth_sizes entry') for s in params['depth_sizes']]
+        if self.label_stride is not None and not database.labelled:
+            raise DataError(params['source'], 'has no labels (a test split?): set label_size to null')
+        self.mean = np.asarray(params['mean'], np.float32)
+
+    def top_shapes(self):
+        n, c = self.params['batch_size'], self.params['crop_size']
+        shapes = [(n, 3, c, c)]
+        if self.label_stride is not None:
+            shapes.append((n, 1, self.params['label_size'], self.params['label_size']))
+        shapes += [(n, 1, s, s) for s in self.params['depth_sizes']]
+        return shapes
+
+    def batches(self):
+        rng = np.random.default_rng(self.params['seed'])
+        order = self._order(rng)
+        while True:
+            samples = [self.sample(next(order), rng) for _ in range(self.params['batch_size'])]
+            yield [np.stack(arrays) for arrays in zip(*samples)]
+
+    def _order(self, rng):
+        while True:
+            count = len(self.database)
+            yield from (rng.permutation(count) if self.params['train'] else range(count))
+
+    def sample(self, index, rng):
+        """One record's arrays in top order (each without the batch axis)."""
+        params, crop = self.params, self.params['crop_size']
+        train = params['train']
+        height, width = self.database.shape(index)
+        # four draws per sample whatever the flags, so that a flag never shifts the other draws
+        draws = rng.integers(0, np.iinfo(np.int64).max, 4) if train else None
+        (src_y, dst_y, len_y), (src_x, dst_x, len_x) = (
+            _axis_window(size, crop, None if draws is None else draws[k]) for k, size in enumerate((height, width)))
+        mirror = train and params['mirror'] and draws[2] % 2 == 1
+        flip = train and params['flip'] and draws[3] % 2 == 1
+
+        record = self.database.read_window(index, src_y, src_x, len_y, len_x)
+        window = (slice(dst_y, dst_y + len_y), slice(dst_x, dst_x + len_x))
+        image = np.zeros((crop, crop, 3), np.float32)          # the mean colour, once subtracted
+        image[window] = record.image[:, :, ::-1]                # RGB -> BGR
+        image[window] -= self.mean
+        maps = [image]
+        if self.label_stride is not None:
+            label = np.full((crop, crop), IGNORE, np.float32)
+            label[window] = record.label
+            maps.append(label)
+        if self.depth_strides:
+            depth = np.zeros((crop, crop), np.float32)
+            depth[window] = record.depth
+            maps.append(depth)
+        if mirror:
+            maps = [m[:, ::-1] for m in maps]
+        if flip:
+            maps = [m[::-1] for m in maps]
+        tops = [maps[0].transpose(2, 0, 1)]
+        if self.label_stride is not None:
+            tops.append(maps[1][None, ::self.label_stride, ::self.label_stride])
+        tops += [maps[-1][None, ::s, ::s] for s in self.depth_strides]
+        return [np.ascontiguousarray(t) for t in tops]
+
+
+def _axis_window(size, crop, draw):
+    """(source offset, destination offset, length) along one axis; `draw`: None = centre."""
+    slack = abs(size - crop)
+    offset = slack // 2 if draw is None else int(draw % (slack + 1))
+    return (offset, 0, crop) if size >= crop else (0, offset, size)
+
+
+class Prefetcher:
+    """Runs a batch iterator in a background thread, `depth` batches ahead, in the same order.
+
+    The thread stops at `close()` and at interpreter exit (it must not be frozen inside h5py
+    while the interpreter shuts down).
+    """
+
+    def __init__(self, iterator, depth=3):
+        self._queue = queue.Queue(maxsize=depth)
+        self._error = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, args=(iterator,), daemon=True,
+                                        name='HybridData-prefetch')
+        self._thread.start()
+        atexit.register(self.close)
+
+    def _fill(self, iterator):
+        try:
+            for item in iterator:
+                if not self._put((item, None)):
+                    return
+        except BaseException as err:  # handed to the consumer, raised there
+            self._put((None, err))
+
+    def _put(self, entry):
+        while not self._stop.is_set():
+            try:
+                self._queue.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def next(self):
+        if self._error is None:
+            item, self._error = self._queue.get()
+        if self._error is not None:
+            raise self._error
+        return item
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        atexit.unregister(self.close)
