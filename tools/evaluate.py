@@ -355,17 +355,20 @@ def evaluate(net_name, dataset, weights, split=None, out_dir=None, gpu=None, *, 
                 name = names.get(index) or record_name(record, index)
                 if 'segmentation' in tasks and record.label is None:
                     raise EvaluationError('record %d (%s) has no segmentation label' % (index, name))
+                if 'depth' in tasks and record.depth is None:
+                    raise EvaluationError('record %d (%s) has no depth ground truth' % (index, name))
                 label, depth = predict(record.image)
                 row = {'index': index, 'name': name}
-                if label is not None:
-                    row.update(_prefixed('seg_', seg_meter.update(label, record.label), ('G', 'C', 'mIoU', 'pixels')))
-                    if official:
-                        save_cityscapes_prediction(partial / 'cityscapes_results' / ('%s_labelIds.png' % name), label)
-                        gt_files.append(_gt_file(database, record))
-                if depth is not None:
-                    if record.depth is None:
-                        raise EvaluationError('record %d (%s) has no depth ground truth' % (index, name))
-                    row.update(_prefixed('depth_', depth_meter.update(depth, record.depth), DEPTH_KEYS))
+                try:
+                    if label is not None:
+                        row.update(_prefixed('seg_', seg_meter.update(label, record.label), SEG_COLUMNS))
+                    if depth is not None:
+                        row.update(_prefixed('depth_', depth_meter.update(depth, record.depth), DEPTH_KEYS))
+                except ValueError as err:
+                    raise EvaluationError('record %d (%s): %s' % (index, name, err)) from None
+                if official:
+                    save_cityscapes_prediction(partial / 'cityscapes_results' / ('%s_labelIds.png' % name), label)
+                    gt_files.append(_gt_file(database, record))
                 rows.append(row)
                 if index in names:
                     np.savez_compressed(partial / 'predictions' / ('%s.npz' % name), **{
@@ -401,6 +404,9 @@ def evaluate(net_name, dataset, weights, split=None, out_dir=None, gpu=None, *, 
         raise
     results['run_dir'] = str(out_dir)
     return results
+
+
+SEG_COLUMNS = ('G', 'C', 'mIoU', 'pixels')
 
 
 def _prefixed(prefix, scores, keys):
