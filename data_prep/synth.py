@@ -56,27 +56,30 @@ class Canvas:
         r0, r1 = max(int(np.floor(v.min())), 0), min(int(np.ceil(v.max())) + 1, cam.height)
         if c0 >= c1 or r0 >= r1:
             return
-        # ray through each pixel centre: (dx, dy, 1); the plane p[axis] == value fixes its depth
-        dx = ((np.arange(c0, c1) - cam.cx) / cam.fx)[None, :]
-        dy = ((np.arange(r0, r1) - cam.cy) / cam.fy)[:, None]
-        ray = (dx, dy, np.ones((1, 1)))
+        # ray through each pixel centre: (dx, dy, 1); the plane p[axis] == value fixes its depth.
+        # Coordinates keep their smallest broadcast shape (a row, a column or a scalar) until the end.
+        ray = (((np.arange(c0, c1) - cam.cx) / cam.fx)[None, :],
+               ((np.arange(r0, r1) - cam.cy) / cam.fy)[:, None], np.ones((1, 1)))
         with np.errstate(divide='ignore', invalid='ignore'):
-            z = np.broadcast_to(value / ray[axis], (r1 - r0, c1 - c0))
+            z = value / ray[axis]
             point = [z * ray[a] for a in range(3)]
+        shape = (r1 - r0, c1 - c0)
         hit = np.isfinite(z) & (z >= NEAR)
         for a in others:
-            hit &= (point[a] >= limits[a][0]) & (point[a] <= limits[a][1])
+            hit = hit & (point[a] >= limits[a][0]) & (point[a] <= limits[a][1])
         window = (slice(r0, r1), slice(c0, c1))
-        hit &= z < self.depth[window]
+        z = np.broadcast_to(z, shape)
+        hit = np.broadcast_to(hit, shape) & (z < self.depth[window])
         if not hit.any():
             return
-        shade = 1.0 - 0.12 * axis  # faces of each orientation a little darker: shape cues
+        shade = np.float32(1.0 - 0.12 * axis)  # faces of each orientation a little darker: shape cues
         if checker:
             cells = np.floor(point[others[0]] / checker) + np.floor(point[others[1]] / checker)
-            shade = shade * (1.0 + 0.08 * np.where(cells % 2 == 0, 1.0, -1.0))
-        self.depth[window][hit] = z[hit]
-        self.label[window][hit] = label
-        self.colour[window][hit] = (np.asarray(colour, np.float32) * np.broadcast_to(shade, z.shape)[..., None])[hit]
+            shade = shade * np.where(cells % 2 == 0, np.float32(1.08), np.float32(0.92))
+        colour = np.asarray(colour, np.float32) * np.broadcast_to(shade, shape)[..., None]
+        np.copyto(self.depth[window], z, where=hit)
+        np.copyto(self.label[window], label, where=hit, casting='unsafe')
+        np.copyto(self.colour[window], colour, where=hit[..., None])
 
     def box(self, lo, hi, label, colour, checker=1.0):
         """An axis-aligned box seen from outside: the faces that face the camera."""
@@ -95,5 +98,5 @@ class Canvas:
 
     def image(self, rng, noise=4.0):
         """H x W x 3 uint8 RGB: the colour buffer plus Gaussian sensor noise of `noise` grey levels."""
-        colour = self.colour + rng.normal(0.0, noise, self.colour.shape).astype(np.float32)
+        colour = self.colour + np.float32(noise) * rng.standard_normal(self.colour.shape, dtype=np.float32)
         return np.clip(np.rint(colour), 0, 255).astype(np.uint8)

@@ -1,0 +1,249 @@
+"""data_prep's shared machinery: file checks, the database format, atomic and resumable conversion.
+
+The generic converter is exercised through the Cityscapes reader on small sample datasets
+(256 x 128: only the sample and converter tests of tests/test_cityscapes.py use full size).
+"""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from data_prep import cityscapes, convert
+from data_prep.database import PARTIAL_SUFFIX, Database, open_database, write_database
+from data_prep.dataset import Record, check_depth, check_record, map_labels, png_header, read_json, read_png
+from data_prep.errors import DataError
+from data_prep.sample_cityscapes import write_sample
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = (256, 128)
+
+
+def small_cityscapes(root, count=3, splits=('train',), size=SMALL, seed=0):
+    write_sample(str(root), count, seed, splits=splits, size=size)
+    return str(root)
+
+
+def records_of(path):
+    database = open_database(path)
+    return [database[i] for i in range(len(database))], database.manifest
+
+
+def assert_same_database(a, b):
+    records_a, manifest_a = records_of(a)
+    records_b, manifest_b = records_of(b)
+    assert manifest_a == manifest_b
+    assert len(records_a) == len(records_b)
+    for ra, rb in zip(records_a, records_b):
+        for name in ('image', 'label', 'depth'):
+            np.testing.assert_array_equal(getattr(ra, name), getattr(rb, name))
+
+
+# ---------------------------------------------------------------------------------- errors, file checks
+
+def test_data_error_names_file_and_fault_and_survives_pickling():
+    err = pickle.loads(pickle.dumps(DataError('a/b.png', 'truncated')))
+    assert (err.path, err.fault, str(err)) == ('a/b.png', 'truncated', 'a/b.png: truncated')
+
+
+def test_read_png_checks_colour_type_bit_depth_and_truncation(tmp_path):
+    rgb, grey16 = str(tmp_path / 'rgb.png'), str(tmp_path / 'g16.png')
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    cv2.imwrite(rgb, image[:, :, ::-1])
+    cv2.imwrite(grey16, np.arange(600, dtype=np.uint16).reshape(20, 30) * 50)
+    np.testing.assert_array_equal(read_png(rgb, 'RGB', 8), image)
+    assert read_png(grey16, 'grayscale', 16).dtype == np.uint16
+    assert png_header(grey16) == (30, 20, 16, 'grayscale')
+    with pytest.raises(DataError, match='wrong bit depth: 16-bit, expected 8-bit'):
+        read_png(grey16, 'grayscale', 8)
+    with pytest.raises(DataError, match='wrong PNG colour type: RGB, expected grayscale'):
+        read_png(rgb, 'grayscale', 8)
+    with pytest.raises(DataError, match='missing file'):
+        read_png(str(tmp_path / 'absent.png'), 'RGB', 8)
+    (tmp_path / 'text.png').write_text('not an image')
+    with pytest.raises(DataError, match='not a PNG'):
+        read_png(str(tmp_path / 'text.png'), 'RGB', 8)
+    with open(rgb, 'rb') as f:
+        data = f.read()
+    (tmp_path / 'cut.png').write_bytes(data[:len(data) // 2])
+    with pytest.raises(DataError, match='truncated or corrupt') as info:
+        read_png(str(tmp_path / 'cut.png'), 'RGB', 8)
+    assert info.value.path == str(tmp_path / 'cut.png')
+
+
+def test_read_json_and_value_checks(tmp_path):
+    (tmp_path / 'bad.json').write_text('{"a": ')
+    with pytest.raises(DataError, match='malformed JSON'):
+        read_json(str(tmp_path / 'bad.json'))
+    lut = np.full(256, 255, np.uint8)
+    lut[7], lut[8] = 0, 1
+    valid = np.zeros(256, bool)
+    valid[:10] = True
+    np.testing.assert_array_equal(map_labels('l.png', np.array([[7, 8, 3]], np.uint8), lut, valid), [[0, 1, 255]])
+    with pytest.raises(DataError, match='label id 12 not in'):
+        map_labels('l.png', np.array([[7, 12]], np.uint8), lut, valid)
+    with pytest.raises(DataError, match='NaN'):
+        check_depth('d.png', np.array([1.0, np.nan]))
+    with pytest.raises(DataError, match='negative'):
+        check_depth('d.png', np.array([1.0, -2.0]))
+
+
+def test_check_record_rejects_malformed_records():
+    good = Record(np.zeros((4, 5, 3), np.uint8), np.zeros((4, 5), np.uint8), np.ones((4, 5), np.float32), ['x'])
+    check_record(good, 19)
+    with pytest.raises(DataError, match='label value 19'):
+        check_record(good._replace(label=np.full((4, 5), 19, np.uint8)), 19)
+    with pytest.raises(DataError, match='depth must be'):
+        check_record(good._replace(depth=np.ones((4, 6), np.float32)), 19)
+    with pytest.raises(DataError, match='image must be'):
+        check_record(good._replace(image=np.zeros((4, 5), np.uint8)), 19)
+
+
+# ---------------------------------------------------------------------------------- database
+
+def test_write_database_round_trip_windows_and_pickling(tmp_path):
+    rng = np.random.default_rng(1)
+    records = [Record(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), rng.integers(0, 3, (h, w), dtype=np.uint8),
+                      rng.random((h, w), dtype=np.float32), [f'src{i}']) for i, (h, w) in enumerate([(70, 90), (130, 65), (9, 200)])]
+    path = write_database(tmp_path / 'db', records, 'toy', 'train', ['a', 'b', 'c'], shard_size=2)
+    database = open_database(path)
+    assert len(database) == 3 and database.shape(1) == (130, 65) and database.labelled
+    assert database.manifest['shapes'] == {'70x90': 1, '130x65': 1, '9x200': 1}
+    for original, stored in zip(records, database):
+        for name in ('image', 'label', 'depth'):
+            np.testing.assert_array_equal(getattr(stored, name), getattr(original, name))
+    window = database.read_window(1, 10, 20, 70, 33)
+    np.testing.assert_array_equal(window.image, records[1].image[10:80, 20:53])
+    np.testing.assert_array_equal(window.depth, records[1].depth[10:80, 20:53])
+    clone = pickle.loads(pickle.dumps(database))
+    np.testing.assert_array_equal(clone[2].label, records[2].label)
+    with pytest.raises(IndexError):
+        database[3]
+
+
+def test_open_database_errors(tmp_path):
+    with pytest.raises(DataError, match='missing database directory'):
+        open_database(tmp_path / 'nothing')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(DataError, match='missing manifest'):
+        open_database(tmp_path / 'empty')
+    (tmp_path / 'cut').mkdir()
+    (tmp_path / 'cut.partial').mkdir()
+    with pytest.raises(DataError, match='incomplete database: its conversion was interrupted'):
+        open_database(tmp_path / 'cut')
+    record = Record(np.zeros((8, 8, 3), np.uint8), None, np.zeros((8, 8), np.float32), [])
+    path = write_database(tmp_path / 'db', [record, record], 'toy', 'test', ['a'], shard_size=1)
+    with pytest.raises(DataError, match="holds dataset 'toy', expected 'cityscapes'"):
+        open_database(path, dataset='cityscapes')
+    assert open_database(path)[0].label is None
+    os.remove(os.path.join(path, 'shard-00001.h5'))
+    with pytest.raises(DataError, match='shard-00001.h5: missing shard'):
+        open_database(path)
+    manifest = json.load(open(os.path.join(path, 'manifest.json')))
+    manifest['records'] = []
+    manifest['count'] = 0
+    json.dump(manifest, open(os.path.join(path, 'manifest.json'), 'w'))
+    with pytest.raises(DataError, match='empty database'):
+        open_database(path)
+
+
+# ---------------------------------------------------------------------------------- converter
+
+def test_conversion_is_the_same_with_any_worker_count_and_shard_size(tmp_path):
+    root = small_cityscapes(tmp_path / 'cs', count=5)
+    one = convert.convert_split('cityscapes', root, tmp_path / 'a', 'train', workers=1, progress=False)
+    two = convert.convert_split('cityscapes', root, tmp_path / 'b', 'train', workers=2, shard_size=2, progress=False)
+    records_one, manifest_one = records_of(one)
+    records_two, manifest_two = records_of(two)
+    strip = lambda m: {k: v for k, v in m.items() if k not in ('records', 'shard_size')}  # noqa: E731
+    assert strip(manifest_one) == strip(manifest_two)
+    assert [r['sha256'] for r in manifest_one['records']] == [r['sha256'] for r in manifest_two['records']]
+    assert [r['key'] for r in manifest_one['records']] == cityscapes.list_records(root, 'train')
+    for a, b in zip(records_one, records_two):
+        np.testing.assert_array_equal(a.depth, b.depth)
+    assert sorted(os.listdir(tmp_path / 'b')) == ['train']  # no partial directory left
+
+
+def test_interrupted_conversion_resumes_to_the_same_database(tmp_path, monkeypatch):
+    root = small_cityscapes(tmp_path / 'cs', count=5)
+    reference = convert.convert_split('cityscapes', root, tmp_path / 'ref', 'train', shard_size=2, progress=False)
+    calls = []
+    real_load = cityscapes.load_record
+
+    def load_then_interrupt(*args):
+        calls.append(args)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_load(*args)
+
+    monkeypatch.setattr(cityscapes, 'load_record', load_then_interrupt)
+    out = tmp_path / 'out'
+    with pytest.raises(KeyboardInterrupt):
+        convert.convert_split('cityscapes', root, out, 'train', shard_size=2, progress=False)
+    partial = str(out / 'train') + PARTIAL_SUFFIX
+    assert sorted(f for f in os.listdir(partial) if f.endswith('.h5')) == ['shard-00000.h5']
+    assert not os.path.exists(out / 'train')
+    with pytest.raises(DataError, match='incomplete database'):
+        open_database(out / 'train')
+    with pytest.raises(DataError, match='other settings \\(shard_size\\)'):
+        convert.convert_split('cityscapes', root, out, 'train', shard_size=3, progress=False)
+    monkeypatch.setattr(cityscapes, 'load_record', real_load)
+    resumed = convert.convert_split('cityscapes', root, out, 'train', shard_size=2, progress=False)
+    assert_same_database(resumed, reference)
+    assert sorted(os.listdir(out)) == ['train']
+
+
+def test_killed_multiprocess_conversion_resumes_to_the_same_database(tmp_path):
+    """SIGKILL (no cleanup at all) in the middle of a 2-worker CLI run, then the same command again."""
+    root = small_cityscapes(tmp_path / 'cs', count=6, size=(512, 256))
+    command = [sys.executable, '-m', 'data_prep', 'cityscapes', '--root', root, '--out', str(tmp_path / 'out'),
+               '--splits', 'train', '--workers', '2', '--shard-size', '1']
+    partial = str(tmp_path / 'out' / 'train') + PARTIAL_SUFFIX
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and process.poll() is None:
+        if os.path.isdir(partial) and any(f.endswith('.h5') for f in os.listdir(partial)):
+            break
+        time.sleep(0.005)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not os.path.exists(tmp_path / 'out' / 'train'), 'finished before the kill: make the sample larger'
+    done = [f for f in os.listdir(partial) if f.endswith('.h5')]
+    assert 1 <= len(done) < 6
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    reference = convert.convert_split('cityscapes', root, tmp_path / 'ref', 'train', shard_size=1, progress=False)
+    assert_same_database(tmp_path / 'out' / 'train', reference)
+
+
+def test_existing_database_is_kept_unless_overwrite(tmp_path):
+    root = small_cityscapes(tmp_path / 'cs', count=2)
+    path = convert.convert_split('cityscapes', root, tmp_path / 'out', 'train', progress=False)
+    shard = os.path.join(path, 'shard-00000.h5')
+    stamp = os.stat(shard).st_mtime_ns
+    convert.convert_split('cityscapes', root, tmp_path / 'out', 'train', progress=False)
+    assert os.stat(shard).st_mtime_ns == stamp
+    small_cityscapes(root, count=3, seed=1)  # the dataset changed: --overwrite rebuilds it
+    convert.convert_split('cityscapes', root, tmp_path / 'out', 'train', overwrite=True, progress=False)
+    assert len(open_database(path)) == 3
+    assert sorted(os.listdir(tmp_path / 'out')) == ['train']
+
+
+def test_output_holding_another_dataset_is_refused(tmp_path):
+    record = Record(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.float32), [])
+    write_database(tmp_path / 'out' / 'train', [record], 'sunrgbd', 'train', ['a'])
+    root = small_cityscapes(tmp_path / 'cs', count=1, splits=('val',))
+    with pytest.raises(DataError, match='already holds a different dataset \\(sunrgbd\\)') as info:
+        convert.convert_split('cityscapes', root, tmp_path / 'out', 'val', progress=False)
+    assert info.value.path == str(tmp_path / 'out' / 'train' / 'manifest.json')
+    assert sorted(os.listdir(tmp_path / 'out')) == ['train']
+    (tmp_path / 'junk' / 'val').mkdir(parents=True)
+    with pytest.raises(DataError, match='exists and is not a database'):
+        convert.convert_split('cityscapes', root, tmp_path / 'junk', 'val', progress=False)
