@@ -1,0 +1,166 @@
+"""The solver a training run steps: read the generated one, write the run's own copy.
+
+A run never trains the checked-in `solvers/*.prototxt` as they are: `write_run_copy` writes
+into the run directory a solver and its nets with absolute paths, the real database path in
+every data layer, the run's `snapshot_prefix`, iteration count, seed and overrides, so that a
+run directory records exactly what was trained and can be resumed from anywhere.
+
+pycaffe here has no `solver.param` and no `solver.lr`: `learning_rate` recomputes Caffe's
+schedule (sgd_solver.cpp, GetLearningRate) from the SolverParameter, for the logs.
+"""
+import json
+import math
+import os
+
+from google.protobuf import text_format
+
+from caffe.proto import caffe_pb2
+
+#: Layer whose `param_str` names a database (`source`) and a `batch_size` (docs/DESIGN.md).
+DATA_LAYER_MODULE = 'data_prep.layers'
+SOLVER_FILE, TRAIN_NET_FILE, TEST_NET_FILE = 'solver.prototxt', 'train.prototxt', 'test.prototxt'
+
+
+class ConfigError(ValueError):
+    """A solver or net file that cannot be used: the message names the file and the fault."""
+
+
+def read_proto(path, message):
+    """Parse text-format `path` into `message` (a fresh protobuf message) and return it."""
+    try:
+        with open(path) as f:
+            text_format.Merge(f.read(), message)
+    except OSError as err:
+        raise ConfigError('%s: cannot read: %s' % (path, err.strerror)) from None
+    except text_format.ParseError as err:
+        raise ConfigError('%s: not a valid %s: %s' % (path, message.DESCRIPTOR.name, err)) from None
+    return message
+
+
+def read_solver(path):
+    return read_proto(path, caffe_pb2.SolverParameter())
+
+
+def read_net(path):
+    return read_proto(path, caffe_pb2.NetParameter())
+
+
+def write_proto(path, message):
+    with open(path, 'w') as f:
+        f.write(text_format.MessageToString(message))
+
+
+def learning_rate(solver, iteration):
+    """Caffe's learning rate at `iteration` for every `lr_policy` of SGDSolver.
+
+    poly is the paper's "polynomial learning rate decay policy" (L306-307)."""
+    policy, base, it = solver.lr_policy, solver.base_lr, iteration
+    if policy == 'fixed':
+        return base
+    if policy == 'step':
+        return base * solver.gamma ** (it // solver.stepsize)
+    if policy == 'exp':
+        return base * solver.gamma ** it
+    if policy == 'inv':
+        return base * (1 + solver.gamma * it) ** -solver.power
+    if policy == 'multistep':
+        return base * solver.gamma ** sum(1 for v in solver.stepvalue if it >= v)
+    if policy == 'poly':
+        return base * (1 - it / solver.max_iter) ** solver.power
+    if policy == 'sigmoid':
+        return base / (1 + math.exp(-solver.gamma * (it - solver.stepsize)))
+    raise ConfigError('unknown lr_policy %r' % policy)
+
+
+def _resolve(path, base_dir):
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
+
+
+def _rewrite_data_layers(net, net_path, base_dir, data_root, batch_size):
+    """Absolute database paths (and the batch size) in every HybridData layer of `net`."""
+    sources = []
+    for layer in net.layer:
+        if layer.type != 'Python' or layer.python_param.module != DATA_LAYER_MODULE:
+            continue
+        try:
+            params = json.loads(layer.python_param.param_str)
+        except ValueError as err:
+            raise ConfigError('%s: layer %r: param_str is not JSON (%s)' % (
+                net_path, layer.name, err)) from None
+        if 'source' in params:
+            source = params['source']
+            if data_root is not None:
+                source = os.path.join(data_root, os.path.basename(os.path.normpath(source)))
+            params['source'] = os.path.abspath(_resolve(source, base_dir))
+            sources.append(params['source'])
+        if batch_size is not None:
+            params['batch_size'] = batch_size
+        layer.python_param.param_str = json.dumps(params, sort_keys=True)
+    return sources
+
+
+def check_databases(sources):
+    """Raise ConfigError naming the first database directory without a manifest."""
+    for source in sources:
+        if not os.path.isfile(os.path.join(source, 'manifest.json')):
+            raise ConfigError(
+                'database %s is missing (no manifest.json): convert the dataset first, e.g. '
+                '`python -m data_prep cityscapes --root CITYSCAPES_ROOT --out %s` (or `make '
+                '<net>-<dataset>` with the dataset root set)' % (source, os.path.dirname(source)))
+
+
+def write_run_copy(solver_path, run_dir, stage, *, base_dir='.', max_iter=None, seed=None,
+                   base_lr=None, batch_size=None, data_root=None, keep_test_net=False,
+                   check_data=True):
+    """Write `run_dir`/{solver,train[,test]}.prototxt from the solver at `solver_path`.
+
+    Relative paths in the solver and in the data layers are relative to `base_dir` (the repo
+    root for the generated files). The copy has absolute paths, `snapshot_prefix`
+    `run_dir`/snapshots/`stage`, `snapshot: 0` (the driver snapshots), Caffe's own display
+    and testing off (the driver logs and tests), and the given overrides. Returns
+    (path of the copy, its SolverParameter, database directories the nets read)."""
+    solver = read_solver(solver_path)
+    solver_dir = base_dir
+    if solver.HasField('net') or solver.HasField('net_param') or solver.HasField('train_net_param'):
+        raise ConfigError('%s: give the nets as train_net / test_net files (net, net_param and '
+                          'train_net_param are not supported)' % solver_path)
+    if not solver.train_net:
+        raise ConfigError('%s: no train_net' % solver_path)
+    os.makedirs(os.path.join(run_dir, 'snapshots'), exist_ok=True)
+    run_dir = os.path.abspath(run_dir)
+
+    def copy_net(field_value, out_name, batch):
+        src = _resolve(field_value, solver_dir)
+        net = read_net(src)
+        sources = _rewrite_data_layers(net, src, base_dir, data_root, batch)
+        dst = os.path.join(run_dir, out_name)
+        write_proto(dst, net)
+        return dst, sources
+
+    solver.train_net, sources = copy_net(solver.train_net, TRAIN_NET_FILE, batch_size)
+    tests = list(solver.test_net)
+    for field in ('test_net', 'test_iter', 'test_state'):
+        solver.ClearField(field)
+    if keep_test_net and tests:
+        test_path, test_sources = copy_net(tests[0], TEST_NET_FILE, None)
+        solver.test_net.append(test_path)
+        solver.test_iter.append(1)   # unused: the driver runs the test net itself
+        sources += test_sources
+    solver.test_interval = 0
+    solver.test_initialization = False
+    solver.display = 0
+    solver.snapshot = 0
+    solver.snapshot_after_train = False
+    solver.snapshot_format = caffe_pb2.SolverParameter.BINARYPROTO
+    solver.snapshot_prefix = os.path.join(run_dir, 'snapshots', stage)
+    if max_iter is not None:
+        solver.max_iter = max_iter
+    if seed is not None:
+        solver.random_seed = seed
+    if base_lr is not None:
+        solver.base_lr = base_lr
+    if check_data:
+        check_databases(sources)
+    path = os.path.join(run_dir, SOLVER_FILE)
+    write_proto(path, solver)
+    return path, solver, sources
