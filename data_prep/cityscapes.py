@@ -40,6 +40,7 @@ NAME_TO_LABEL_ID = {l.name: l.id for l in _OFFICIAL_LABELS}
 LABEL_COLOURS = {l.id: l.color for l in _OFFICIAL_LABELS}
 
 _IMAGE_SUFFIX = '_leftImg8bit.png'
+_LABEL_SUFFIX = '_gtFine_labelIds.png'
 
 
 def record_paths(root, split, key):
@@ -50,25 +51,40 @@ def record_paths(root, split, key):
     city, stem = parts[2], parts[3][:-len(_IMAGE_SUFFIX)]
     return {
         'image': os.path.join(root, key),
-        'label': os.path.join(root, 'gtFine', split, city, f'{stem}_gtFine_labelIds.png'),
+        'label': os.path.join(root, 'gtFine', split, city, stem + _LABEL_SUFFIX),
         'disparity': os.path.join(root, 'disparity', split, city, f'{stem}_disparity.png'),
         'camera': os.path.join(root, 'camera', split, city, f'{stem}_camera.json'),
     }
 
 
 def list_records(root, split):
-    """Keys ``leftImg8bit/<split>/<city>/<file>`` of every left image of `split`, sorted."""
+    """Keys ``leftImg8bit/<split>/<city>/<file>`` of every left image of `split`, sorted.
+
+    In labelled splits a gtFine label without its left image is listed too (its key names the
+    missing image), so that the converter reports it instead of silently dropping it.
+    """
     if split not in SPLITS:
         raise ValueError(f'Cityscapes has no split {split!r}')
     folder = os.path.join(root, 'leftImg8bit', split)
     if not os.path.isdir(folder):
         raise DataError(folder, 'missing directory: not a Cityscapes root (expected leftImg8bit/<split>/<city>/)')
-    keys = [f'leftImg8bit/{split}/{city}/{name}'
-            for city in sorted(os.listdir(folder)) if os.path.isdir(os.path.join(folder, city))
-            for name in sorted(os.listdir(os.path.join(folder, city))) if name.endswith(_IMAGE_SUFFIX)]
+    keys = {f'leftImg8bit/{split}/{city}/{stem}{_IMAGE_SUFFIX}'
+            for city, stem in _stems(folder, _IMAGE_SUFFIX)}
+    if split in LABELLED_SPLITS:
+        keys |= {f'leftImg8bit/{split}/{city}/{stem}{_IMAGE_SUFFIX}'
+                 for city, stem in _stems(os.path.join(root, 'gtFine', split), _LABEL_SUFFIX)}
     if not keys:
         raise DataError(folder, f'no *{_IMAGE_SUFFIX} files in its city folders')
-    return keys
+    return sorted(keys)
+
+
+def _stems(folder, suffix):
+    """(city, file stem) of the files named *suffix in the city folders of `folder`."""
+    if not os.path.isdir(folder):
+        return []
+    return [(city, name[:-len(suffix)])
+            for city in sorted(os.listdir(folder)) if os.path.isdir(os.path.join(folder, city))
+            for name in sorted(os.listdir(os.path.join(folder, city))) if name.endswith(suffix)]
 
 
 def camera_baseline_fx(path):
