@@ -14,3 +14,7 @@ setup:  ## apt + pip packages, Caffe from PyPI's sdist (cached), .venv/ (CAFFE_G
 test:  ## run the whole test suite (needs `make setup`)
 	@test -x $(PY) || { echo "no .venv: run 'make setup' first" >&2; exit 1; }
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: gpu-bundle
+gpu-bundle:  ## archive of the CUDA build for a GPU machine without Caffe (runs/gpu-bundle/; for bench/device_check.sh)
+	@bash bench/gpu_bundle.sh
