@@ -15,6 +15,11 @@ test:  ## run the whole test suite (needs `make setup`)
 	@test -x $(PY) || { echo "no .venv: run 'make setup' first" >&2; exit 1; }
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+.PHONY: prototxt
+prototxt:  ## regenerate prototxt/, solvers/, docs/nets/ from netgen/ (check: python -m netgen --check)
+	@test -x $(PY) || { echo "no .venv: run 'make setup' first" >&2; exit 1; }
+	$(PY) -m netgen
+
 .PHONY: gpu-bundle
 gpu-bundle:  ## archive of the CUDA build for a GPU machine without Caffe (runs/gpu-bundle/; for bench/device_check.sh)
 	@bash bench/gpu_bundle.sh

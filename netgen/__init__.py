@@ -1,0 +1,53 @@
+"""netgen: NetSpec generators of every HybridNet-Caffe net and solver.
+
+`python -m netgen` writes `prototxt/`, `solvers/`, `docs/nets/README.md` and the
+diagrams `docs/nets/*.png`; `python -m netgen --check` fails (exit 1, listing the files)
+when a checked-in file differs from what the generators produce now. Run
+`python -m netgen --help` for the options (--net, --dataset, --root, --no-draw, --print).
+
+Nets (`NETS`; DepthNet trains in three stages, `STAGES['depthnet']`):
+
+- `a1`: HybridNet A1, `a2`: HybridNet A2, `deeplab_aspp`: DeepLab-v2 VGG16 ASPP-L,
+- `depthnet`: `depthnet_global`, `depthnet_gradient`, `depthnet_refine` (+ joint deploy).
+
+Datasets (`DATASETS`): cityscapes (K=19), sunrgbd (K=37), nyuv2 (K=40).
+
+API for the drivers (importing `netgen` does not import caffe; the functions that build
+protos do):
+
+- `paths(net, dataset, root=None)` -> dict(train=, test=, deploy=, solver=) for a1, a2,
+  deeplab_aspp and each DepthNet stage (`depthnet_refine`'s deploy is the joint deploy
+  net); for 'depthnet': dict(deploy=<joint deploy>, stages={stage: dict(...)}) in
+  training order. Paths are relative to the repo root unless `root` is given.
+- `build(net, dataset, phase, data_layer='python', batch_size=None)` -> NetParameter;
+  phase 'train' | 'test' | 'deploy'; data_layer='input' swaps `data_prep.layers.HybridData`
+  for an Input layer with the same tops (to run train/test nets without a database).
+- `solver(net, dataset)` -> SolverParameter (paths relative to the repo root).
+- `write_all(root='.', nets=NETS, datasets=DATASETS, diagrams=True)`, `check(root='.')`
+  -> list of problems (empty when up to date).
+- `netgen.fixed_weights.fill_fixed_weights(net)`: writes the weights of every `fixed_*`
+  layer (bilinear x2 zoom, Prewitt); call it on every caffe.Net a driver creates.
+
+Contracts (docs/DESIGN.md): deploy input `data` N x 3 x 321 x 321 (BGR minus MEAN_BGR);
+outputs `seg_prob` N x K x 41 x 41, `depth` N x 1 x 81 x 81 (metres), `depth_global`
+N x 1 x 41 x 41 (metres) where the net has them (`depthnet_gradient`'s deploy net outputs
+`gradient` N x 2 x 41 x 41). Train/test nets read `data/<dataset>/<split>` through
+`HybridData` (tops `data`, `label` (41), `depth_gt_81` or `depth_gt_41`); every top named
+`loss_*` is a loss term: `loss_seg` (weight 1000 in A1/A2, 1 in DeepLab-ASPP),
+`loss_depth_abs` / `loss_depth_mvn` (refined depth), `loss_global_abs` /
+`loss_global_mvn` (global stage), `loss_gradient_mvn` (gradient stage).
+"""
+from .config import DATASETS
+from .generate import NAMES, NETS, STAGES, check, paths, solver, write_all
+
+
+def build(net, dataset, phase, data_layer='python', batch_size=None):
+    """NetParameter of `net` for `dataset` and `phase` (see `netgen.nets.build`)."""
+    from .generate import check_names
+    from .nets import build as _build
+    check_names([net], [dataset])
+    return _build(net, dataset, phase, data_layer=data_layer, batch_size=batch_size)
+
+
+__all__ = ['DATASETS', 'NAMES', 'NETS', 'STAGES', 'build', 'check', 'paths', 'solver',
+           'write_all']
