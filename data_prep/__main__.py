@@ -30,14 +30,14 @@ def main(argv=None):
         print(f'error: {err}', file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print('\ninterrupted: rerun the same command to resume from the finished shards', file=sys.stderr)
+        print('\ninterrupted: rerun the same command to resume from the records done', file=sys.stderr)
         return 130
 
 
 def _add_convert(commands, name):
     command = commands.add_parser(name, help=f'convert {name} from its official layout into databases',
                                   description=f'Convert {name} (official layout under --root) into one database '
-                                              f'per split, <out>/<split>/ (HDF5 shards + manifest.json). '
+                                              f'per split, <out>/<split>/ (LMDB of compressed tiles + manifest.json). '
                                               f'Atomic and resumable: rerun an interrupted command to finish it.')
     command.add_argument('--root', required=True, help='the dataset as distributed (or as `sample` wrote it)')
     command.add_argument('--out', required=True, help=f'output directory, e.g. data/{name}')
@@ -48,7 +48,6 @@ def _add_convert(commands, name):
     command.add_argument('--skip-bad', action='store_true',
                          help='leave out records with a bad file and list them in <out>/<split>/skipped.json')
     command.add_argument('--overwrite', action='store_true', help='rebuild splits that are already converted')
-    command.add_argument('--shard-size', type=int, default=None, help='records per HDF5 shard (default: 4)')
     command.set_defaults(run=_convert, dataset=name)
 
 
@@ -64,8 +63,7 @@ def _convert(args):
             print(f'note: {args.dataset} {split} has no public labels: converting image and depth only',
                   file=sys.stderr)
         path = convert.convert_split(args.dataset, args.root, args.out, split, workers=max(1, args.workers),
-                                     skip_bad=args.skip_bad, overwrite=args.overwrite,
-                                     shard_size=args.shard_size or convert.SHARD_SIZE)
+                                     skip_bad=args.skip_bad, overwrite=args.overwrite)
         print(path)
     return 0
 

@@ -1,13 +1,12 @@
 """The generic converter: any `data_prep.dataset` reader -> one database per split.
 
-The work is cut into shards of a few records; each worker process reads its shard's records
-through the dataset module, checks them and writes the shard under a temporary name, renamed when
-complete. The shards live in `<out>/<split>.partial/` until all are there; then the manifest is
-written and the directory renamed to `<out>/<split>`. Hence:
+Worker processes read and check records through the dataset module and compress them into tiles;
+the main process commits each record to the LMDB of `<out>/<split>.partial/` in one transaction.
+When every record is in, the manifest is written and the directory renamed to `<out>/<split>`:
 
 - atomic: `<out>/<split>` exists only when complete;
 - resumable: after an interruption (Ctrl-C, kill, power) a rerun of the same command keeps the
-  finished shards and converts the rest, ending with the same records as an uninterrupted run;
+  committed records and converts the rest, ending with the same records as an uninterrupted run;
 - a bad input (`DataError`) stops the conversion and removes the partial directory, unless
   `skip_bad` is set: then the record is left out and listed in `skipped.json` with its fault.
 """
@@ -20,8 +19,6 @@ import shutil
 import sys
 from typing import NamedTuple
 
-import h5py
-
 from data_prep import database as db
 from data_prep import dataset_module
 from data_prep.dataset import check_record
@@ -29,64 +26,36 @@ from data_prep.errors import DataError
 
 #: Bumped whenever the records a converter writes would change.
 CONVERTER_VERSION = '1.0'
-#: Records per shard: the unit of parallel work and of resumption.
-SHARD_SIZE = 4
 _JOB = 'job.json'
 
 
-class ShardTask(NamedTuple):
-    """What a worker needs to build one shard (picklable)."""
+class Task(NamedTuple):
+    """What a worker needs to convert one record (picklable)."""
     dataset: str
     root: str
     split: str
-    directory: str
-    index: int
-    items: tuple        # ((position in the split, record key), ...)
+    record_id: int
+    key: str
     skip_bad: bool
 
 
-def build_shard(task):
-    """Read, check and store the records of one shard (metadata in its attrs); returns its size."""
+def convert_record(task):
+    """Read, check and encode one record: ('ok', id, values) or ('skipped', id, note)."""
     module = dataset_module(task.dataset)
-    final = os.path.join(task.directory, db.shard_name(task.index))
-    temporary = f'{final}.tmp-{os.getpid()}'
-    records, skipped = [], []
     try:
-        with h5py.File(temporary, 'w') as h5file:
-            for position, key in task.items:
-                try:
-                    record = module.load_record(task.root, task.split, key)
-                    check_record(record, len(module.CLASS_NAMES))
-                except DataError as err:
-                    if not task.skip_bad:
-                        raise
-                    skipped.append({'position': position, 'key': key, 'path': _relative(err.path, task.root),
-                                    'fault': err.fault})
-                    continue
-                entry = {'key': key, 'sources': [_relative(p, task.root) for p in record.sources],
-                         'shard': db.shard_name(task.index), 'group': str(position)}
-                entry.update(db.write_record(h5file, str(position), record))
-                records.append(entry)
-            h5file.attrs['records'] = json.dumps(records)
-            h5file.attrs['skipped'] = json.dumps(skipped)
-        os.replace(temporary, final)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return len(task.items)
+        record = module.load_record(task.root, task.split, task.key)
+        check_record(record, len(module.CLASS_NAMES))
+    except DataError as err:
+        if not task.skip_bad:
+            raise
+        return 'skipped', task.record_id, {'id': task.record_id, 'key': task.key,
+                                           'path': _relative(err.path, task.root), 'fault': err.fault}
+    sources = [_relative(path, task.root) for path in record.sources]
+    _, values = db.encode_record(task.record_id, record, task.key, sources)
+    return 'ok', task.record_id, values
 
 
-def read_shard_metadata(path):
-    """(records, skipped) lists stored in a finished shard."""
-    try:
-        with h5py.File(path, 'r') as h5file:
-            return json.loads(h5file.attrs['records']), json.loads(h5file.attrs['skipped'])
-    except (OSError, KeyError, ValueError) as err:
-        raise DataError(path, f'unreadable shard ({err}); delete it to convert its records again') from None
-
-
-def convert_split(dataset, root, out, split, workers=1, skip_bad=False, overwrite=False,
-                  shard_size=SHARD_SIZE, progress=True):
+def convert_split(dataset, root, out, split, workers=1, skip_bad=False, overwrite=False, progress=True):
     """Convert `split` of the dataset at `root` into `<out>/<split>`; returns the database path.
 
     Raises DataError for bad inputs (leaving no database behind) and for an `out` that holds
@@ -110,36 +79,45 @@ def convert_split(dataset, root, out, split, workers=1, skip_bad=False, overwrit
         _say(f'note: {len(keys)} {split} records; the official {dataset} {split} split has '
              f'{module.SPLITS[split]} (sample data or a partial download?)', progress)
     job = {'dataset': dataset, 'split': split, 'root': root, 'converter_version': CONVERTER_VERSION,
-           'format_version': db.FORMAT_VERSION, 'shard_size': shard_size, 'skip_bad': skip_bad,
-           'count': len(keys), 'keys_sha256': hashlib.sha256('\n'.join(keys).encode()).hexdigest()}
+           'format_version': db.FORMAT_VERSION, 'skip_bad': skip_bad, 'count': len(keys),
+           'keys_sha256': hashlib.sha256('\n'.join(keys).encode()).hexdigest()}
     _start_or_resume(partial, job)
 
-    tasks = [ShardTask(dataset, root, split, partial, index,
-                       tuple(enumerate(keys))[start:start + shard_size], skip_bad)
-             for index, start in enumerate(range(0, len(keys), shard_size))]
-    pending = [t for t in tasks if not os.path.isfile(os.path.join(partial, db.shard_name(t.index)))]
-    done = len(keys) - sum(len(t.items) for t in pending)
     try:
-        _run(pending, workers, done, len(keys), f'{dataset}/{split}', progress)
+        with db.Writer(partial) as writer:
+            entries, skipped = writer.done()
+            finished = {e['id'] for e in entries} | {s['id'] for s in skipped}
+            tasks = [Task(dataset, root, split, i, key, skip_bad) for i, key in enumerate(keys) if i not in finished]
+            _run(tasks, writer, workers, len(finished), len(keys), f'{dataset}/{split}', progress)
+            entries, skipped = writer.done()
     except DataError:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return _finish(partial, final, tasks, job, module, progress)
+    return _finish(partial, final, entries, skipped, job, module, progress)
 
 
-def _run(tasks, workers, done, total, description, progress):
+def _run(tasks, writer, workers, done, total, description, progress):
     from tqdm import tqdm  # noqa: PLC0415 (not needed in workers)
+
+    def commit(result):
+        status, record_id, payload = result
+        if status == 'ok':
+            writer.put(payload)
+        else:
+            writer.put_skipped(record_id, payload)
+        bar.update()
+
     bar = tqdm(total=total, initial=done, unit='img', desc=description, disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     with bar:
         if workers <= 1 or len(tasks) <= 1:
             for task in tasks:
-                bar.update(build_shard(task))
+                commit(convert_record(task))
             return
         pool = multiprocessing.get_context('fork').Pool(min(workers, len(tasks)))
         try:
-            for count in pool.imap_unordered(build_shard, tasks):
-                bar.update(count)
+            for result in pool.imap_unordered(convert_record, tasks):
+                commit(result)
             pool.close()
         except BaseException:
             pool.terminate()
@@ -148,20 +126,14 @@ def _run(tasks, workers, done, total, description, progress):
             pool.join()
 
 
-def _finish(partial, final, tasks, job, module, progress):
-    records, skipped = [], []
-    for task in tasks:
-        shard_records, shard_skipped = read_shard_metadata(os.path.join(partial, db.shard_name(task.index)))
-        records += shard_records
-        skipped += shard_skipped
-    if not records:
+def _finish(partial, final, entries, skipped, job, module, progress):
+    if not entries:
         shutil.rmtree(partial, ignore_errors=True)
         raise DataError(job['root'], f'no {job["split"]} record could be converted; first fault: '
                                      f'{skipped[0]["path"]}: {skipped[0]["fault"]}')
     manifest = db.build_manifest(job['dataset'], job['split'], job['split'] in module.LABELLED_SPLITS,
-                                 module.CLASS_NAMES, records, skipped, converter_version=CONVERTER_VERSION,
-                                 source_root=job['root'], shard_size=job['shard_size'])
-    db.write_json(os.path.join(partial, db.MANIFEST), manifest)
+                                 module.CLASS_NAMES, entries, skipped, converter_version=CONVERTER_VERSION,
+                                 source_root=job['root'])
     if skipped:
         report = os.path.join(final, db.SKIP_REPORT)
         db.write_json(os.path.join(partial, db.SKIP_REPORT), skipped)
@@ -169,6 +141,7 @@ def _finish(partial, final, tasks, job, module, progress):
         for item in skipped[:5]:
             _say(f'  {item["path"]}: {item["fault"]}', progress)
     os.remove(os.path.join(partial, _JOB))
+    db.seal(partial, manifest)
     if os.path.isdir(final):  # --overwrite: swap the new database in, then drop the old one
         old = f'{final}.old-{os.getpid()}'
         os.rename(final, old)
@@ -210,8 +183,6 @@ def _start_or_resume(partial, job):
             differs = sorted(k for k in job if not previous or previous.get(k) != job[k])
             raise DataError(partial, f'holds an interrupted conversion with other settings '
                                      f'({", ".join(differs) or "unreadable job.json"}): rerun it with those, or delete it')
-        for stale in glob.glob(os.path.join(partial, '*.tmp-*')):
-            os.remove(stale)
         return
     os.makedirs(partial)
     db.write_json(job_path, job)

@@ -1,56 +1,51 @@
-"""The database of one split: HDF5 shards of chunked, compressed records plus `manifest.json`.
+"""The database of one split: an LMDB of zlib-compressed 64 x 64 tiles, plus `manifest.json`.
 
 Layout of `data/<dataset>/<split>/`::
 
-    manifest.json          dataset, split, count, shapes, dtypes, class names, per-record
-                           key / sources / sha256 / location, converter version, skipped records
-    skipped.json           only after --skip-bad skipped something: key, file and fault of each
-    shard-00000.h5 ...     groups named by source position, each holding
-                           image (H x W x 3 uint8 RGB), depth (H x W float32 m, 0 = invalid)
-                           and, in labelled splits, label (H x W uint8, 255 = ignore)
+    manifest.json   dataset, split, count, shapes, dtypes, class names, per record its key,
+                    sources, shape, sha256 and id; converter version; skipped records
+    skipped.json    only when --skip-bad skipped something: key, file and fault of each
+    data.mdb        LMDB: b'<id>/<map>/<ty>/<tx>' -> zlib(tile bytes) for map in image
+                    (H x W x 3 uint8 RGB), label (H x W uint8, 255 = ignore; labelled splits only),
+                    depth (H x W float32 metres, 0 = invalid); b'meta/<id>' -> JSON entry
 
-Why HDF5 shards (figures: `bench/data.py`, docs/PERFORMANCE.md): training reads many random
-321 x 321 crops of 2048 x 1024 records (16 MB raw each). Chunked storage (64 x 64 chunks, gzip 1,
-byte shuffle for depth) decompresses only the chunks a crop touches, so a crop costs a few
-milliseconds while the files stay about 4x smaller than raw arrays (LMDB with raw values is faster
-still but 4x larger: 50 GB for Cityscapes train; LMDB with PNG values decodes whole images per
-crop). A shard is written under a temporary name and renamed when complete, so an interrupted
-conversion leaves only whole shards and resumes from them.
+Why (figures: `bench/data.py`, docs/PERFORMANCE.md): training reads many random 321 x 321
+crops of 2048 x 1024 records (16 MB raw each). Tiles let a crop decompress only what it touches
+(a few ms) while the database stays about 3x smaller than raw arrays; PNG values would be decoded
+whole for every crop. HDF5 chunks do the same job as fast, but h5py cannot be imported inside
+the `caffe` command-line tool (its bundled HDF5 2.0 clashes with the system HDF5 1.10 that Caffe
+links), and the data layer must run there; py-lmdb carries LMDB with hidden symbols. LMDB also
+commits each record atomically, which makes conversion resumable after a kill.
 """
-import collections
 import hashlib
 import json
 import os
+import zlib
 
-import h5py
+import lmdb
 import numpy as np
 
 from data_prep.dataset import Record
 from data_prep.errors import DataError
 
-FORMAT = 'hybridnet-hdf5-shards'
+FORMAT = 'hybridnet-lmdb-tiles'
 FORMAT_VERSION = 1
 MANIFEST = 'manifest.json'
 SKIP_REPORT = 'skipped.json'
 PARTIAL_SUFFIX = '.partial'
-#: Chunk side of every stored map; compression of each map (see the module docstring).
-CHUNK = 64
-_COMPRESSION = {
-    'image': dict(compression='gzip', compression_opts=1),
-    'label': dict(compression='gzip', compression_opts=1),
-    'depth': dict(compression='gzip', compression_opts=1, shuffle=True),
-}
-DTYPES = {'image': 'uint8', 'label': 'uint8', 'depth': 'float32'}
+TILE = 64
+ZLIB_LEVEL = 1
+MAPS = {'image': np.uint8, 'label': np.uint8, 'depth': np.float32}
+DTYPES = {name: np.dtype(dtype).name for name, dtype in MAPS.items()}
+MAP_SIZE = 1 << 40  # address space reserved, not disk used
 
 
-def shard_name(index):
-    return f'shard-{index:05d}.h5'
-
+# ---------------------------------------------------------------------------------- records as tiles
 
 def record_checksum(record):
     """sha256 over the shapes and bytes of image, label (if any) and depth."""
     digest = hashlib.sha256()
-    for name in ('image', 'label', 'depth'):
+    for name in MAPS:
         array = getattr(record, name)
         if array is not None:
             digest.update(f'{name}{array.shape}{array.dtype}'.encode())
@@ -58,26 +53,79 @@ def record_checksum(record):
     return digest.hexdigest()
 
 
-def write_record(h5file, group_name, record):
-    """Store `record` as group `group_name` of an open shard; returns its shape and checksum."""
-    group = h5file.create_group(group_name)
-    for name in ('image', 'label', 'depth'):
+def _tile_key(record_id, name, ty, tx):
+    return f'{record_id:08d}/{name}/{ty:03d}/{tx:03d}'.encode()
+
+
+def _meta_key(record_id):
+    return f'meta/{record_id:08d}'.encode()
+
+
+def encode_record(record_id, record, key, sources):
+    """(manifest entry, {LMDB key: value}) of one record: its compressed tiles and its entry."""
+    height, width = record.image.shape[:2]
+    values = {}
+    for name in MAPS:
         array = getattr(record, name)
         if array is None:
             continue
-        chunks = (min(CHUNK, array.shape[0]), min(CHUNK, array.shape[1])) + array.shape[2:]
-        group.create_dataset(name, data=array, chunks=chunks, **_COMPRESSION[name])
-    return {'shape': list(record.image.shape[:2]), 'sha256': record_checksum(record)}
+        for ty in range(0, -(-height // TILE)):
+            for tx in range(0, -(-width // TILE)):
+                tile = np.ascontiguousarray(array[ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE])
+                values[_tile_key(record_id, name, ty, tx)] = zlib.compress(tile.tobytes(), ZLIB_LEVEL)
+    entry = {'id': record_id, 'key': key, 'sources': list(sources), 'shape': [height, width],
+             'sha256': record_checksum(record)}
+    values[_meta_key(record_id)] = json.dumps(entry).encode()
+    return entry, values
 
+
+class Writer:
+    """The LMDB of a database being built; each record (or skip note) lands in one transaction."""
+
+    def __init__(self, path):
+        self.env = lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, readahead=False, meminit=False)
+
+    def put(self, values):
+        with self.env.begin(write=True) as txn:
+            for key, value in values.items():
+                txn.put(key, value)
+
+    def put_skipped(self, record_id, note):
+        self.put({f'skip/{record_id:08d}'.encode(): json.dumps(note).encode()})
+
+    def done(self):
+        """(entries, skip notes) committed so far, each sorted by record id."""
+        found = {'meta/': [], 'skip/': []}
+        with self.env.begin() as txn:
+            for prefix, items in found.items():
+                cursor = txn.cursor()
+                if cursor.set_range(prefix.encode()):
+                    for key, value in cursor:
+                        if not key.startswith(prefix.encode()):
+                            break
+                        items.append(json.loads(value))
+        return found['meta/'], found['skip/']
+
+    def close(self):
+        self.env.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------------------------- manifest
 
 def build_manifest(dataset, split, labelled, class_names, records, skipped=(), **extra):
-    """The manifest of a database holding `records` (entries as `write_record` + key/sources/shard/group)."""
+    """The manifest of a database holding `records` (entries from `encode_record`)."""
     shapes = {}
     for entry in records:
         shape = 'x'.join(map(str, entry['shape']))
         shapes[shape] = shapes.get(shape, 0) + 1
     manifest = {
-        'format': FORMAT, 'format_version': FORMAT_VERSION,
+        'format': FORMAT, 'format_version': FORMAT_VERSION, 'tile': TILE,
         'dataset': dataset, 'split': split, 'count': len(records), 'labelled': bool(labelled),
         'class_names': list(class_names), 'num_classes': len(class_names),
         'dtypes': DTYPES, 'shapes': shapes,
@@ -99,22 +147,28 @@ def write_json(path, obj):
     os.replace(temporary, path)
 
 
-def write_database(path, records, dataset, split, class_names, shard_size=4):
+def seal(directory, manifest):
+    """Finish a database built in `directory`: manifest in, LMDB lock file out (readers need none)."""
+    write_json(os.path.join(directory, MANIFEST), manifest)
+    lock = os.path.join(directory, 'lock.mdb')
+    if os.path.exists(lock):
+        os.remove(lock)
+
+
+def write_database(path, records, dataset, split, class_names):
     """A database at `path` from in-memory `Record`s (tests, tools); atomic like the converter's."""
     path = str(path)
     temporary = path + PARTIAL_SUFFIX
     os.makedirs(temporary)
+    writer = Writer(temporary)
     entries = []
-    for start in range(0, len(records), shard_size):
-        name = shard_name(start // shard_size)
-        with h5py.File(os.path.join(temporary, name), 'w') as h5file:
-            for position in range(start, min(start + shard_size, len(records))):
-                record = records[position]
-                entry = {'key': str(position), 'sources': list(record.sources), 'shard': name, 'group': str(position)}
-                entry.update(write_record(h5file, str(position), record))
-                entries.append(entry)
+    for record_id, record in enumerate(records):
+        entry, values = encode_record(record_id, record, str(record_id), record.sources)
+        writer.put(values)
+        entries.append(entry)
+    writer.close()
     labelled = all(r.label is not None for r in records)
-    write_json(os.path.join(temporary, MANIFEST), build_manifest(dataset, split, labelled, class_names, entries))
+    seal(temporary, build_manifest(dataset, split, labelled, class_names, entries))
     os.rename(temporary, path)
     return path
 
@@ -137,26 +191,26 @@ def read_manifest(path):
         raise DataError(manifest_path, f'malformed manifest ({err})') from None
     if not isinstance(manifest, dict) or manifest.get('format') != FORMAT:
         raise DataError(manifest_path, f'not a {FORMAT} manifest')
-    if manifest.get('format_version') != FORMAT_VERSION:
+    if manifest.get('format_version') != FORMAT_VERSION or manifest.get('tile') != TILE:
         raise DataError(manifest_path, f'database format version {manifest.get("format_version")}, '
                                        f'this code reads {FORMAT_VERSION}: convert again')
     return manifest
 
 
+# ---------------------------------------------------------------------------------- reading
+
 class Database:
     """Read access to one converted split: `len(db)`, `db[i] -> Record`, `db.read_window(...)`.
 
-    Shard files are opened on first use and kept open (at most `max_open` at a time).
+    Thread-safe for reading; the LMDB is opened on first use in each process.
     """
 
-    def __init__(self, path, manifest, max_open=32):
+    def __init__(self, path, manifest):
         self.path = str(path)
         self.manifest = manifest
         self.records = manifest['records']
-        self._max_open = max_open
-        self._open = collections.OrderedDict()
+        self._env, self._pid = None, None
 
-    # metadata --------------------------------------------------------------------
     dataset = property(lambda self: self.manifest['dataset'])
     split = property(lambda self: self.manifest['split'])
     class_names = property(lambda self: self.manifest['class_names'])
@@ -165,14 +219,13 @@ class Database:
     def __len__(self):
         return len(self.records)
 
+    def __repr__(self):
+        return f'<Database {self.dataset}/{self.split}: {len(self)} records at {self.path}>'
+
     def shape(self, index):
         """(H, W) of record `index`, from the manifest."""
         return tuple(self.records[self._check_index(index)]['shape'])
 
-    def __repr__(self):
-        return f'<Database {self.dataset}/{self.split}: {len(self)} records at {self.path}>'
-
-    # data ------------------------------------------------------------------------
     def __getitem__(self, index):
         height, width = self.shape(index)
         return self.read_window(index, 0, 0, height, width)
@@ -181,21 +234,53 @@ class Database:
         return (self[i] for i in range(len(self)))
 
     def read_window(self, index, top, left, height, width):
-        """Record `index` cut to rows top:top+height, cols left:left+width (only those chunks are read)."""
+        """Record `index` cut to rows top:top+height, cols left:left+width (only those tiles are read)."""
         entry = self.records[self._check_index(index)]
-        group = self._group(entry)
-        rows, cols = slice(top, top + height), slice(left, left + width)
-        try:
-            image = group['image'][rows, cols]
-            label = group['label'][rows, cols] if self.labelled else None
-            depth = group['depth'][rows, cols]
-        except (KeyError, OSError) as err:
-            raise DataError(self._shard_path(entry), f'record {entry["group"]} unreadable ({err})') from None
-        return Record(image, label, depth, entry['sources'])
+        full_height, full_width = entry['shape']
+        if not (0 <= top and 0 <= left and 0 < height and 0 < width
+                and top + height <= full_height and left + width <= full_width):
+            raise IndexError(f'window {top}:{top + height}, {left}:{left + width} outside record {index} '
+                             f'({full_height} x {full_width})')
+        maps = {}
+        with self._environment().begin(buffers=True) as txn:
+            for name, dtype in MAPS.items():
+                if name == 'label' and not self.labelled:
+                    maps[name] = None
+                    continue
+                shape = (height, width, 3) if name == 'image' else (height, width)
+                maps[name] = self._assemble(txn, entry, name, dtype, shape, top, left)
+        return Record(maps['image'], maps['label'], maps['depth'], entry['sources'])
+
+    def _assemble(self, txn, entry, name, dtype, shape, top, left):
+        out = np.empty(shape, dtype)
+        full_height, full_width = entry['shape']
+        bottom, right = top + shape[0], left + shape[1]
+        for ty in range(top // TILE, (bottom - 1) // TILE + 1):
+            y0, y1 = ty * TILE, min((ty + 1) * TILE, full_height)
+            for tx in range(left // TILE, (right - 1) // TILE + 1):
+                x0, x1 = tx * TILE, min((tx + 1) * TILE, full_width)
+                value = txn.get(_tile_key(entry['id'], name, ty, tx))
+                if value is None:
+                    raise DataError(os.path.join(self.path, 'data.mdb'),
+                                    f'record {entry["id"]} lacks {name} tile ({ty}, {tx}): corrupt database, convert again')
+                tile = np.frombuffer(zlib.decompress(value), dtype).reshape((y1 - y0, x1 - x0) + shape[2:])
+                ya, yb, xa, xb = max(top, y0), min(bottom, y1), max(left, x0), min(right, x1)
+                out[ya - top:yb - top, xa - left:xb - left] = tile[ya - y0:yb - y0, xa - x0:xb - x0]
+        return out
+
+    def _environment(self):
+        if self._env is None or self._pid != os.getpid():  # an LMDB handle must not cross a fork
+            self._env, self._pid = _shared_environment(self.path), os.getpid()
+        return self._env
+
+    def _check_index(self, index):
+        index = int(index)
+        if not 0 <= index < len(self.records):
+            raise IndexError(f'record {index} out of range: {self.path} holds {len(self.records)}')
+        return index
 
     def close(self):
-        while self._open:
-            self._open.popitem()[1].close()
+        self._env = None  # the environment itself stays open for other readers of this process
 
     def __enter__(self):
         return self
@@ -203,40 +288,30 @@ class Database:
     def __exit__(self, *exc):
         self.close()
 
-    def __getstate__(self):  # open HDF5 handles do not travel to other processes
-        return {'path': self.path, 'manifest': self.manifest, 'max_open': self._max_open}
+    def __getstate__(self):  # the LMDB handle does not travel to other processes
+        return {'path': self.path, 'manifest': self.manifest}
 
     def __setstate__(self, state):
-        self.__init__(state['path'], state['manifest'], state['max_open'])
+        self.__init__(state['path'], state['manifest'])
 
-    # internals -------------------------------------------------------------------
-    def _check_index(self, index):
-        index = int(index)
-        if not 0 <= index < len(self.records):
-            raise IndexError(f'record {index} out of range: {self.path} holds {len(self.records)}')
-        return index
 
-    def _shard_path(self, entry):
-        return os.path.join(self.path, entry['shard'])
+_ENVIRONMENTS = {}
 
-    def _group(self, entry):
-        name = entry['shard']
-        if name in self._open:
-            self._open.move_to_end(name)
-        else:
-            path = self._shard_path(entry)
-            if not os.path.isfile(path):
-                raise DataError(path, 'missing shard: incomplete database, convert again')
-            try:  # no chunk cache: random crops rarely touch a chunk twice
-                self._open[name] = h5py.File(path, 'r', rdcc_nbytes=0)
-            except OSError as err:
-                raise DataError(path, f'unreadable shard ({err})') from None
-            if len(self._open) > self._max_open:
-                self._open.popitem(last=False)[1].close()
+
+def _shared_environment(path):
+    """One read-only LMDB environment per process and file (LMDB forbids opening one twice)."""
+    data = os.path.join(path, 'data.mdb')
+    try:
+        stat = os.stat(data)
+    except OSError:
+        raise DataError(data, 'missing LMDB data file: incomplete database, convert again') from None
+    key = (os.getpid(), stat.st_dev, stat.st_ino)
+    if key not in _ENVIRONMENTS:
         try:
-            return self._open[name][entry['group']]
-        except KeyError:
-            raise DataError(self._shard_path(entry), f'record group {entry["group"]} missing') from None
+            _ENVIRONMENTS[key] = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True)
+        except lmdb.Error as err:
+            raise DataError(data, f'unreadable LMDB ({err})') from None
+    return _ENVIRONMENTS[key]
 
 
 def open_database(path, dataset=None):
@@ -250,7 +325,6 @@ def open_database(path, dataset=None):
     if manifest['count'] != len(manifest['records']):
         raise DataError(manifest_path, f'incomplete database: count {manifest["count"]} but '
                                        f'{len(manifest["records"])} records listed')
-    for shard in sorted({entry['shard'] for entry in manifest['records']}):
-        if not os.path.isfile(os.path.join(str(path), shard)):
-            raise DataError(os.path.join(str(path), shard), 'missing shard: incomplete database, convert again')
-    return Database(path, manifest)
+    database = Database(path, manifest)
+    database._environment()  # a missing or unreadable data.mdb fails here, not in the first batch
+    return database

@@ -190,7 +190,7 @@ def test_bad_input_is_named_and_leaves_no_database(small_root, tmp_path, case):
     corrupt(files)
     out = tmp_path / 'out'
     with pytest.raises(DataError, match=fault) as info:
-        convert.convert_split('cityscapes', root, out, 'train', workers=2, shard_size=1, progress=False)
+        convert.convert_split('cityscapes', root, out, 'train', workers=2, progress=False)
     assert info.value.path == files[kind]
     assert not out.exists() or os.listdir(out) == []
 
@@ -214,8 +214,7 @@ def test_skip_bad_converts_the_rest_and_reports_what_was_skipped(small_root, tmp
     truncate(bad['leftImg8bit'])
     os.remove(files_of(str(root), 'train', 'bochum', 'bochum_000001_000019')['camera'])
     code, _, err = run_cli('cityscapes', '--root', root, '--out', tmp_path / 'out', '--splits', 'train', '--skip-bad',
-                           '--workers', 2,
-                           '--shard-size', 1)
+                           '--workers', 2)
     assert code == 0, err
     assert 'skipped 2 of 4 train records' in err
     database = open_database(tmp_path / 'out' / 'train')

@@ -12,6 +12,7 @@ import sys
 import time
 
 import cv2
+import lmdb
 import numpy as np
 import pytest
 
@@ -28,6 +29,12 @@ SMALL = (256, 128)
 def small_cityscapes(root, count=3, splits=('train',), size=SMALL, seed=0):
     write_sample(str(root), count, seed, splits=splits, size=size)
     return str(root)
+
+
+def committed(partial):
+    """Record ids committed to the LMDB of an unfinished conversion."""
+    with lmdb.open(partial, readonly=True, subdir=True) as env, env.begin() as txn:
+        return [json.loads(v)['id'] for k, v in txn.cursor() if k.startswith(b'meta/')]
 
 
 def records_of(path):
@@ -111,7 +118,7 @@ def test_write_database_round_trip_windows_and_pickling(tmp_path):
     rng = np.random.default_rng(1)
     records = [Record(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), rng.integers(0, 3, (h, w), dtype=np.uint8),
                       rng.random((h, w), dtype=np.float32), [f'src{i}']) for i, (h, w) in enumerate([(70, 90), (130, 65), (9, 200)])]
-    path = write_database(tmp_path / 'db', records, 'toy', 'train', ['a', 'b', 'c'], shard_size=2)
+    path = write_database(tmp_path / 'db', records, 'toy', 'train', ['a', 'b', 'c'])
     database = open_database(path)
     assert len(database) == 3 and database.shape(1) == (130, 65) and database.labelled
     assert database.manifest['shapes'] == {'70x90': 1, '130x65': 1, '9x200': 1}
@@ -138,12 +145,12 @@ def test_open_database_errors(tmp_path):
     with pytest.raises(DataError, match='incomplete database: its conversion was interrupted'):
         open_database(tmp_path / 'cut')
     record = Record(np.zeros((8, 8, 3), np.uint8), None, np.zeros((8, 8), np.float32), [])
-    path = write_database(tmp_path / 'db', [record, record], 'toy', 'test', ['a'], shard_size=1)
+    path = write_database(tmp_path / 'db', [record, record], 'toy', 'test', ['a'])
     with pytest.raises(DataError, match="holds dataset 'toy', expected 'cityscapes'"):
         open_database(path, dataset='cityscapes')
     assert open_database(path)[0].label is None
-    os.remove(os.path.join(path, 'shard-00001.h5'))
-    with pytest.raises(DataError, match='shard-00001.h5: missing shard'):
+    os.rename(os.path.join(path, 'data.mdb'), os.path.join(path, 'moved.mdb'))
+    with pytest.raises(DataError, match='data.mdb: missing LMDB data file'):
         open_database(path)
     manifest = json.load(open(os.path.join(path, 'manifest.json')))
     manifest['records'] = []
@@ -155,24 +162,21 @@ def test_open_database_errors(tmp_path):
 
 # ---------------------------------------------------------------------------------- converter
 
-def test_conversion_is_the_same_with_any_worker_count_and_shard_size(tmp_path):
+def test_conversion_is_the_same_with_any_worker_count(tmp_path):
     root = small_cityscapes(tmp_path / 'cs', count=5)
     one = convert.convert_split('cityscapes', root, tmp_path / 'a', 'train', workers=1, progress=False)
-    two = convert.convert_split('cityscapes', root, tmp_path / 'b', 'train', workers=2, shard_size=2, progress=False)
-    records_one, manifest_one = records_of(one)
-    records_two, manifest_two = records_of(two)
-    strip = lambda m: {k: v for k, v in m.items() if k not in ('records', 'shard_size')}  # noqa: E731
-    assert strip(manifest_one) == strip(manifest_two)
-    assert [r['sha256'] for r in manifest_one['records']] == [r['sha256'] for r in manifest_two['records']]
-    assert [r['key'] for r in manifest_one['records']] == cityscapes.list_records(root, 'train')
-    for a, b in zip(records_one, records_two):
-        np.testing.assert_array_equal(a.depth, b.depth)
+    two = convert.convert_split('cityscapes', root, tmp_path / 'b', 'train', workers=2, progress=False)
+    assert_same_database(one, two)
+    manifest = open_database(one).manifest
+    assert [r['key'] for r in manifest['records']] == cityscapes.list_records(root, 'train')
+    assert [r['id'] for r in manifest['records']] == list(range(5))
     assert sorted(os.listdir(tmp_path / 'b')) == ['train']  # no partial directory left
+    assert sorted(os.listdir(two)) == ['data.mdb', 'manifest.json']
 
 
 def test_interrupted_conversion_resumes_to_the_same_database(tmp_path, monkeypatch):
     root = small_cityscapes(tmp_path / 'cs', count=5)
-    reference = convert.convert_split('cityscapes', root, tmp_path / 'ref', 'train', shard_size=2, progress=False)
+    reference = convert.convert_split('cityscapes', root, tmp_path / 'ref', 'train', progress=False)
     calls = []
     real_load = cityscapes.load_record
 
@@ -185,16 +189,19 @@ def test_interrupted_conversion_resumes_to_the_same_database(tmp_path, monkeypat
     monkeypatch.setattr(cityscapes, 'load_record', load_then_interrupt)
     out = tmp_path / 'out'
     with pytest.raises(KeyboardInterrupt):
-        convert.convert_split('cityscapes', root, out, 'train', shard_size=2, progress=False)
+        convert.convert_split('cityscapes', root, out, 'train', progress=False)
     partial = str(out / 'train') + PARTIAL_SUFFIX
-    assert sorted(f for f in os.listdir(partial) if f.endswith('.h5')) == ['shard-00000.h5']
+    assert committed(partial) == [0, 1, 2]
     assert not os.path.exists(out / 'train')
     with pytest.raises(DataError, match='incomplete database'):
         open_database(out / 'train')
-    with pytest.raises(DataError, match='other settings \\(shard_size\\)'):
-        convert.convert_split('cityscapes', root, out, 'train', shard_size=3, progress=False)
+    with pytest.raises(DataError, match='other settings \\(skip_bad\\)'):
+        convert.convert_split('cityscapes', root, out, 'train', skip_bad=True, progress=False)
     monkeypatch.setattr(cityscapes, 'load_record', real_load)
-    resumed = convert.convert_split('cityscapes', root, out, 'train', shard_size=2, progress=False)
+    calls.clear()
+    monkeypatch.setattr(cityscapes, 'load_record', lambda *args: calls.append(args) or real_load(*args))
+    resumed = convert.convert_split('cityscapes', root, out, 'train', progress=False)
+    assert [c[2] for c in calls] == cityscapes.list_records(root, 'train')[3:]  # only the rest is read
     assert_same_database(resumed, reference)
     assert sorted(os.listdir(out)) == ['train']
 
@@ -203,33 +210,32 @@ def test_killed_multiprocess_conversion_resumes_to_the_same_database(tmp_path):
     """SIGKILL (no cleanup at all) in the middle of a 2-worker CLI run, then the same command again."""
     root = small_cityscapes(tmp_path / 'cs', count=6, size=(512, 256))
     command = [sys.executable, '-m', 'data_prep', 'cityscapes', '--root', root, '--out', str(tmp_path / 'out'),
-               '--splits', 'train', '--workers', '2', '--shard-size', '1']
+               '--splits', 'train', '--workers', '2']
     partial = str(tmp_path / 'out' / 'train') + PARTIAL_SUFFIX
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and process.poll() is None:
-        if os.path.isdir(partial) and any(f.endswith('.h5') for f in os.listdir(partial)):
+        if os.path.isfile(os.path.join(partial, 'data.mdb')) and committed(partial):
             break
         time.sleep(0.005)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not os.path.exists(tmp_path / 'out' / 'train'), 'finished before the kill: make the sample larger'
-    done = [f for f in os.listdir(partial) if f.endswith('.h5')]
-    assert 1 <= len(done) < 6
+    assert 1 <= len(committed(partial)) < 6
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stderr
-    reference = convert.convert_split('cityscapes', root, tmp_path / 'ref', 'train', shard_size=1, progress=False)
+    reference = convert.convert_split('cityscapes', root, tmp_path / 'ref', 'train', progress=False)
     assert_same_database(tmp_path / 'out' / 'train', reference)
 
 
 def test_existing_database_is_kept_unless_overwrite(tmp_path):
     root = small_cityscapes(tmp_path / 'cs', count=2)
     path = convert.convert_split('cityscapes', root, tmp_path / 'out', 'train', progress=False)
-    shard = os.path.join(path, 'shard-00000.h5')
-    stamp = os.stat(shard).st_mtime_ns
+    data = os.path.join(path, 'data.mdb')
+    stamp = os.stat(data).st_mtime_ns
     convert.convert_split('cityscapes', root, tmp_path / 'out', 'train', progress=False)
-    assert os.stat(shard).st_mtime_ns == stamp
+    assert os.stat(data).st_mtime_ns == stamp
     small_cityscapes(root, count=3, seed=1)  # the dataset changed: --overwrite rebuilds it
     convert.convert_split('cityscapes', root, tmp_path / 'out', 'train', overwrite=True, progress=False)
     assert len(open_database(path)) == 3
