@@ -8,11 +8,19 @@ Paper: training images are shuffled and randomly cropped to the input size and a
 the depth to each depth output by corner-aligned sampling: a map of side s covers a crop of side c
 with stride (c - 1) / (s - 1), so 41 = crop[::8, ::8] and 81 = crop[::4, ::4] of a 321 crop
 (REFERENCE.md, DeepLab). Image, label and depth always share one crop and one pair of flips.
+
+Batch b is a pure function of (seed, b): epoch e's record order comes from the seed and e, batch
+b's crops and flips from the seed and b. So worker processes can build batches ahead in any
+number and any order, and the stream is the same (`BatchWorkers`). Processes, not threads: Caffe
+never releases Python's GIL while it computes, so a thread would only run inside `forward`.
 """
-import atexit
+import itertools
 import json
+import multiprocessing
+import os
 import queue
-import threading
+import traceback
+import weakref
 
 import numpy as np
 
@@ -23,7 +31,7 @@ from data_prep.errors import DataError
 DEFAULTS = {
     'source': None, 'batch_size': None, 'crop_size': None,
     'train': True, 'mirror': True, 'flip': False, 'mean': None,
-    'label_size': None, 'depth_sizes': [], 'seed': 0,
+    'label_size': None, 'depth_sizes': [], 'seed': 0, 'workers': 2,
 }
 
 
@@ -57,6 +65,7 @@ def parse_param_str(param_str):
     for key in ('train', 'mirror', 'flip'):
         check(key, isinstance(params[key], bool), 'true or false')
     check('seed', is_int(params['seed']) and params['seed'] >= 0, 'a non-negative integer')
+    check('workers', is_int(params['workers']) and params['workers'] >= 0, 'a non-negative integer')
     check('mean', isinstance(params['mean'], list) and len(params['mean']) == 3
           and all(isinstance(v, (int, float)) for v in params['mean']), '[B, G, R]')
     check('label_size', params['label_size'] is None or is_int(params['label_size']), 'an integer or null')
@@ -105,17 +114,28 @@ class CropSampler:
         shapes += [(n, 1, s, s) for s in self.params['depth_sizes']]
         return shapes
 
-    def batches(self):
-        rng = np.random.default_rng(self.params['seed'])
-        order = self._order(rng)
-        while True:
-            samples = [self.sample(next(order), rng) for _ in range(self.params['batch_size'])]
-            yield [np.stack(arrays) for arrays in zip(*samples)]
+    def batches(self, start=0):
+        """Batches start, start + 1, ... forever."""
+        return (self.batch(b) for b in itertools.count(start))
 
-    def _order(self, rng):
-        while True:
+    def batch(self, number):
+        """Batch `number` (0-based) of the stream: a list of arrays in top order."""
+        size, count = self.params['batch_size'], len(self.database)
+        rng = np.random.default_rng(np.random.SeedSequence(self.params['seed'], spawn_key=(0, number)))
+        samples = []
+        for position in range(number * size, (number + 1) * size):
+            epoch, offset = divmod(position, count)
+            samples.append(self.sample(int(self._order(epoch)[offset]), rng))
+        return [np.stack(arrays) for arrays in zip(*samples)]
+
+    def _order(self, epoch):
+        """Record order of `epoch`: a permutation from (seed, epoch) in train, 0..n-1 in test."""
+        if getattr(self, '_cached_epoch', None) != epoch:
             count = len(self.database)
-            yield from (rng.permutation(count) if self.params['train'] else range(count))
+            self._cached_order = (np.random.default_rng(np.random.SeedSequence(self.params['seed'], spawn_key=(1, epoch)))
+                                  .permutation(count) if self.params['train'] else np.arange(count))
+            self._cached_epoch = epoch
+        return self._cached_order
 
     def sample(self, index, rng):
         """One record's arrays in top order (each without the batch axis)."""
@@ -161,47 +181,79 @@ def _axis_window(size, crop, draw):
     return (offset, 0, crop) if size >= crop else (0, offset, size)
 
 
-class Prefetcher:
-    """Runs a batch iterator in a background thread, `depth` batches ahead, in the same order.
+class BatchWorkers:
+    """`workers` processes building the batches of `sampler` ahead, served in order by `next()`.
 
-    The thread stops at `close()` and at interpreter exit (it must not be frozen inside h5py
-    while the interpreter shuts down).
+    Worker w builds batches w, w + workers, ...; each keeps up to `depth` finished batches in
+    its queue. Workers are forked, stop with the parent and are stopped by `close()`.
+    With workers = 0, `next()` builds each batch in the calling thread.
     """
 
-    def __init__(self, iterator, depth=3):
-        self._queue = queue.Queue(maxsize=depth)
-        self._error = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._fill, args=(iterator,), daemon=True,
-                                        name='HybridData-prefetch')
-        self._thread.start()
-        atexit.register(self.close)
-
-    def _fill(self, iterator):
-        try:
-            for item in iterator:
-                if not self._put((item, None)):
-                    return
-        except BaseException as err:  # handed to the consumer, raised there
-            self._put((None, err))
-
-    def _put(self, entry):
-        while not self._stop.is_set():
-            try:
-                self._queue.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def __init__(self, sampler, workers, depth=2):
+        self.sampler, self.count, self.number = sampler, workers, 0
+        self._queues, self._processes = [], []
+        if workers:
+            context = multiprocessing.get_context('fork')
+            for w in range(workers):
+                self._queues.append(context.Queue(maxsize=depth))
+                self._processes.append(context.Process(
+                    target=_build_batches, args=(sampler, w, workers, self._queues[-1], os.getpid()),
+                    name=f'HybridData-worker-{w}', daemon=True))
+                self._processes[-1].start()
+        self._finalizer = weakref.finalize(self, _stop, self._processes)  # also at exit
 
     def next(self):
-        if self._error is None:
-            item, self._error = self._queue.get()
-        if self._error is not None:
-            raise self._error
-        return item
+        number, self.number = self.number, self.number + 1
+        if not self.count:
+            return self.sampler.batch(number)
+        worker = number % self.count
+        while True:
+            try:
+                kind, payload = self._queues[worker].get(timeout=5)
+                break
+            except queue.Empty:
+                process = self._processes[worker]
+                if not process.is_alive():
+                    raise RuntimeError(f'HybridData worker {worker} died (exit code {process.exitcode}) '
+                                       f'before batch {number}') from None
+        if kind == 'error':
+            raise payload
+        return payload
 
     def close(self):
-        self._stop.set()
-        self._thread.join()
-        atexit.unregister(self.close)
+        self._finalizer()
+
+
+def _stop(processes):
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
+
+
+def _build_batches(sampler, worker, workers, out, parent):
+    """Worker process: batches worker, worker + workers, ... into `out` until the parent is gone."""
+    for number in itertools.count(worker, workers):
+        try:
+            item = ('batch', sampler.batch(number))
+        except BaseException as err:  # noqa: BLE001 (handed to the parent, raised there)
+            item = ('error', err if _picklable(err) else RuntimeError(traceback.format_exc()))
+        while True:
+            try:
+                out.put(item, timeout=1)
+                break
+            except queue.Full:
+                if os.getppid() != parent:
+                    return
+        if item[0] == 'error':
+            return
+
+
+def _picklable(err):
+    import pickle  # noqa: PLC0415
+    try:
+        pickle.loads(pickle.dumps(err))
+        return True
+    except Exception:  # noqa: BLE001
+        return False

@@ -305,7 +305,10 @@ def _shared_environment(path):
         stat = os.stat(data)
     except OSError:
         raise DataError(data, 'missing LMDB data file: incomplete database, convert again') from None
-    key = (os.getpid(), stat.st_dev, stat.st_ino)
+    pid = os.getpid()
+    for inherited in [k for k in _ENVIRONMENTS if k[0] != pid]:  # forked: drop the parent's handles
+        _ENVIRONMENTS.pop(inherited).close()
+    key = (pid, stat.st_dev, stat.st_ino)
     if key not in _ENVIRONMENTS:
         try:
             _ENVIRONMENTS[key] = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True)

@@ -6,12 +6,13 @@
                                         "label_size": 41, "depth_sizes": [81], "seed": 1}' } }
 
 Tops in order: data, label (if label_size), one depth per depth_sizes entry. Batches come from
-`data_prep.batches.CropSampler` (crop, pad, flips, corner-aligned subsampling, BGR mean), read ahead
-by a background thread; crops read only the HDF5 chunks they touch (`data_prep.database`).
+`data_prep.batches.CropSampler` (crop, pad, flips, corner-aligned subsampling, BGR mean), built
+ahead by `workers` forked processes; a crop decompresses only the LMDB tiles it touches
+(`data_prep.database`).
 """
 import caffe
 
-from data_prep.batches import CropSampler, Prefetcher, parse_param_str
+from data_prep.batches import BatchWorkers, CropSampler, parse_param_str
 from data_prep.database import open_database
 
 
@@ -28,7 +29,7 @@ class HybridData(caffe.Layer):
             raise ValueError(f'HybridData: param_str asks for {len(self.shapes)} tops (data'
                              f'{", label" if params["label_size"] is not None else ""}'
                              f'{", depth" * len(params["depth_sizes"])}) but the layer has {len(top)}')
-        self.batches = Prefetcher(sampler.batches())
+        self.batches = BatchWorkers(sampler, params['workers'])
 
     def reshape(self, bottom, top):
         for i, shape in enumerate(self.shapes):

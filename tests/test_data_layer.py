@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import caffe
-from data_prep.batches import CropSampler, parse_param_str
+from data_prep.batches import BatchWorkers, CropSampler, parse_param_str
 from data_prep.database import open_database, write_database
 from data_prep.dataset import Record
 from data_prep.errors import DataError
@@ -202,3 +202,19 @@ layer {{ name: "loss_depth_abs" type: "EuclideanLoss" bottom: "pred" bottom: "de
         out = subprocess.run([CAFFE_CLI, *command], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]
     assert 'Iteration 3' in out.stderr or os.path.exists(f'{tmp_path}/snap_iter_3.caffemodel')
+
+
+def test_worker_processes_serve_the_same_stream_and_pass_errors_on(coded_db, tmp_path):
+    sampler = CropSampler(open_database(coded_db), params(coded_db, flip=True, seed=4, batch_size=3))
+    inline, forked = BatchWorkers(sampler, 0), BatchWorkers(sampler, 3)
+    for _ in range(7):
+        for a, b in zip(inline.next(), forked.next()):
+            np.testing.assert_array_equal(a, b)
+    forked.close()
+    path = write_database(tmp_path / 'db', [coded_record(0, 40, 40)], 'toy', 'train', list('abcde'))
+    broken = CropSampler(open_database(path), params(path))
+    os.remove(os.path.join(path, 'data.mdb'))  # the workers open their own LMDB handle: and fail
+    workers = BatchWorkers(broken, 2)
+    with pytest.raises(DataError, match='data.mdb: missing LMDB data file'):
+        workers.next()
+    workers.close()
