@@ -309,6 +309,8 @@ def evaluate(net_name, dataset, weights, split=None, out_dir=None, gpu=None, *, 
         raise EvaluationError("unknown mode %r: 'tiles' or 'resize'" % mode)
     if batch_size < 1:
         raise EvaluationError('batch size must be >= 1, not %d' % batch_size)
+    if limit is not None and limit < 1:
+        raise EvaluationError('--limit must be >= 1, not %d' % limit)
     out_dir = Path(out_dir or REPO / 'runs' / 'eval' / ('%s_%s_%s' % (net_name, dataset, split)))
     if out_dir.exists() and not overwrite:
         raise EvaluationError('%s exists: pass --overwrite or another --out' % out_dir)
