@@ -15,6 +15,7 @@ import os
 from google.protobuf import text_format
 
 from caffe.proto import caffe_pb2
+from netgen.fixed_weights import PREFIX as FIXED_PREFIX
 
 #: Layer whose `param_str` names a database (`source`) and a `batch_size` (docs/DESIGN.md).
 DATA_LAYER_MODULE = 'data_prep.layers'
@@ -99,6 +100,37 @@ def _rewrite_data_layers(net, net_path, base_dir, data_root, batch_size):
     return sources
 
 
+#: `--filler` choices: keep the generated fillers, or He et al.'s (MSRA) for learned layers.
+FILLERS = ('as-generated', 'msra')
+#: With 'msra': std of the Gaussian of output layers (no ReLU after them: class scores,
+#: depth maps), so that a net trained from scratch starts with small scores and depths.
+OUTPUT_STD = 1e-3
+_WEIGHTED = {'Convolution': 'convolution_param', 'Deconvolution': 'convolution_param',
+             'InnerProduct': 'inner_product_param'}
+
+
+def replace_fillers(net, filler):
+    """Re-choose the weight filler of every learned Convolution/Deconvolution/InnerProduct
+    layer of `net`: 'msra' (He et al. 2015) where a ReLU follows, a Gaussian of std
+    OUTPUT_STD where none does (the output layers). Fixed layers (`fixed_*`, filled after
+    construction) and frozen ones (lr_mult 0) keep theirs. Returns {layer: filler type}."""
+    relu_inputs = {b for layer in net.layer if layer.type == 'ReLU' for b in layer.bottom}
+    changed = {}
+    for layer in net.layer:
+        if layer.type not in _WEIGHTED or layer.name.startswith(FIXED_PREFIX):
+            continue
+        if layer.param and layer.param[0].lr_mult == 0:
+            continue
+        weight_filler = getattr(layer, _WEIGHTED[layer.type]).weight_filler
+        weight_filler.Clear()
+        if all(top in relu_inputs for top in layer.top):
+            weight_filler.type = filler
+        else:
+            weight_filler.type, weight_filler.std = 'gaussian', OUTPUT_STD
+        changed[layer.name] = weight_filler.type
+    return changed
+
+
 def check_databases(sources):
     """Raise ConfigError naming the first database directory without a manifest."""
     for source in sources:
@@ -111,16 +143,17 @@ def check_databases(sources):
 
 def write_run_copy(solver_path, run_dir, stage, *, base_dir='.', max_iter=None, seed=None,
                    base_lr=None, batch_size=None, data_root=None, keep_test_net=False,
-                   check_data=True):
+                   filler='as-generated', solver_type=None, check_data=True):
     """Write `run_dir`/{solver,train[,test]}.prototxt from the solver at `solver_path`.
 
     Relative paths in the solver and in the data layers are relative to `base_dir` (the repo
     root for the generated files). The copy has absolute paths, `snapshot_prefix`
     `run_dir`/snapshots/`stage`, `snapshot: 0` (the driver snapshots), Caffe's own display
-    and testing off (the driver logs and tests), and the given overrides. Returns
+    and testing off (the driver logs and tests), and the given overrides (`filler`: see
+    `replace_fillers`; it changes only the train net, whose weights the test net shares;
+    `solver_type`: Caffe's solver `type`, e.g. 'Adam', with the file's momentum as beta1). Returns
     (path of the copy, its SolverParameter, database directories the nets read)."""
     solver = read_solver(solver_path)
-    solver_dir = base_dir
     if solver.HasField('net') or solver.HasField('net_param') or solver.HasField('train_net_param'):
         raise ConfigError('%s: give the nets as train_net / test_net files (net, net_param and '
                           'train_net_param are not supported)' % solver_path)
@@ -129,15 +162,20 @@ def write_run_copy(solver_path, run_dir, stage, *, base_dir='.', max_iter=None, 
     os.makedirs(os.path.join(run_dir, 'snapshots'), exist_ok=True)
     run_dir = os.path.abspath(run_dir)
 
-    def copy_net(field_value, out_name, batch):
-        src = _resolve(field_value, solver_dir)
+    if filler not in FILLERS:
+        raise ConfigError('unknown filler %r: choose from %s' % (filler, ', '.join(FILLERS)))
+
+    def copy_net(field_value, out_name, batch, train=False):
+        src = _resolve(field_value, base_dir)
         net = read_net(src)
         sources = _rewrite_data_layers(net, src, base_dir, data_root, batch)
+        if train and filler != 'as-generated':
+            replace_fillers(net, filler)
         dst = os.path.join(run_dir, out_name)
         write_proto(dst, net)
         return dst, sources
 
-    solver.train_net, sources = copy_net(solver.train_net, TRAIN_NET_FILE, batch_size)
+    solver.train_net, sources = copy_net(solver.train_net, TRAIN_NET_FILE, batch_size, train=True)
     tests = list(solver.test_net)
     for field in ('test_net', 'test_iter', 'test_state'):
         solver.ClearField(field)
@@ -159,6 +197,8 @@ def write_run_copy(solver_path, run_dir, stage, *, base_dir='.', max_iter=None, 
         solver.random_seed = seed
     if base_lr is not None:
         solver.base_lr = base_lr
+    if solver_type is not None:
+        solver.type = solver_type
     if check_data:
         check_databases(sources)
     path = os.path.join(run_dir, SOLVER_FILE)

@@ -50,6 +50,8 @@ DONE = 'done.json'
 LOSS_PREFIX = 'loss_'
 EXIT_BAD_INPUT = 1
 
+SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')
+
 Stage = collections.namedtuple('Stage', 'name solver inputs')
 
 
@@ -121,10 +123,11 @@ def link_or_copy(src, dst):
 
 # --- initialisation --------------------------------------------------------------------
 
-def warn_random(log, part, flag, paper):
-    text = ('RANDOM INIT: no %s given: %s starts from random weights (the nets\' Gaussian '
-            'fillers), not from the pretrained model of paper %s. Results will NOT be '
-            'comparable to the paper.' % (flag, part, paper))
+def warn_random(log, part, flag, paper, filler):
+    fillers = 'the nets\' Gaussian fillers' if filler == 'as-generated' else filler + ' fillers'
+    text = ('RANDOM INIT: no %s given: %s starts from random weights (%s), not from the '
+            'pretrained model of paper %s. Results will NOT be comparable to the paper.' % (
+                flag, part, fillers, paper))
     bar = '!' * 78
     tqdm.write('%s\n%s\n%s' % (bar, text, bar), file=sys.stderr)
     log.write('warning', message=text)
@@ -141,13 +144,13 @@ def initialise(net, stage, args, run_dir, stages, log):
             copied['deeplab'] = surgery.init_from_deeplab(net, args.init_deeplab, say)
         else:
             warn_random(log, 'the VGG feature net and ASPP of %s' % stage.name, '--init-deeplab',
-                        'L297-298, L301-302 (DeepLab\'s ImageNet model)')
+                        'L297-298, L301-302 (DeepLab\'s ImageNet model)', args.filler)
     if has_global:
         if args.init_depthnet:
             copied['depthnet'] = surgery.init_global_from_depthnet(net, args.init_depthnet, say)
         elif has_vgg:   # A2: the paper starts its global net from DepthNet's model
             warn_random(log, 'the global depth net of %s' % stage.name, '--init-depthnet',
-                        'L302-303 (DepthNet\'s model)')
+                        'L302-303 (DepthNet\'s model)', args.filler)
     for name in stage.inputs:
         weights = os.path.join(stage_dir(run_dir, stages, Stage(name, None, ())), FINAL)
         if not os.path.isfile(weights):
@@ -220,14 +223,18 @@ class StageRun:
             stage.solver, self.dir, stage.name, base_dir=os.getcwd() if args.solver else REPO,
             max_iter=args.iters,
             seed=args.seed, base_lr=args.base_lr, batch_size=args.batch, data_root=args.data,
-            keep_test_net=args.test_every > 0)
+            keep_test_net=args.test_every > 0, filler=args.filler, solver_type=args.solver_type)
         self.max_iter = self.param.max_iter
         self.snapshot_every = args.snapshot_every or self.source.snapshot
         self.display = args.display or self.source.display or 20
         self.last_snapshot = None
 
     def build(self, state, run_dir, stages):
-        self.solver = caffe.get_solver(self.solver_path)
+        try:
+            self.solver = caffe.get_solver(self.solver_path)
+        except Exception as err:  # a Python layer's setup (the data layer) raises through Caffe
+            raise TrainError('%s: building the nets failed: %s: %s' % (
+                self.solver_path, type(err).__name__, err)) from None
         self.net = self.solver.net
         for net in [self.net] + list(self.solver.test_nets):
             fill_fixed_weights(net)
@@ -445,6 +452,12 @@ def parse_args(argv=None):
                         help='train this solver prototxt instead of the generated one(s)')
     parser.add_argument('--batch', type=int, metavar='N', help='train batch size (default: the net\'s)')
     parser.add_argument('--base-lr', type=float, metavar='LR', help='base learning rate override')
+    parser.add_argument('--filler', choices=solver_config.FILLERS, default='as-generated',
+                        help='weight fillers of the layers no model initialises: as generated '
+                             '(the paper\'s Gaussian, default) or msra (He et al.; for short runs '
+                             'from scratch such as `make demo`)')
+    parser.add_argument('--solver-type', choices=SOLVER_TYPES,
+                        help='Caffe solver type override (default: the solver\'s, SGD)')
     parser.add_argument('--seed', type=int, default=1, help='Caffe random seed (default 1)')
     parser.add_argument('--snapshot-every', type=int, metavar='N',
                         help='snapshot interval (default: the solver\'s snapshot field)')

@@ -1,0 +1,95 @@
+"""`make demo`, the README's first command: the whole pipeline in minutes on the CPU.
+
+1. `python -m data_prep sample` writes procedurally rendered street scenes in Cityscapes' official
+   layout (colour, labelIds, disparity, camera files), `python -m data_prep cityscapes` converts them;
+2. `python -m tools.train` trains HybridNet A2 on them (demo settings below);
+3. `tools.evaluate` scores the sample's val split and draws the figures;
+4. the loss table, the evaluation table and a verdict: the total loss falls and the mIoU is above
+   chance (1/19). Exit status 1 when the run did not learn.
+
+Demo-only settings (docs/FIDELITY.md, "Training"): no pretrained model can be downloaded here, so
+the run starts from scratch with MSRA fillers (`--filler msra`) instead of DeepLab's and DepthNet's
+models; batch 1 instead of 7 and a few dozen iterations at a higher learning rate instead of 100K;
+the sample is a handful of rendered scenes; evaluation resizes each image to the input instead of
+tiling it (one forward pass per image instead of 28). None of this is the paper's recipe: the
+demo shows that the pipeline runs and learns, not the paper's numbers.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+from tools.train_log import loss_summary, read_log
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NET, DATASET, CLASSES = 'a2', 'cityscapes', 19
+DEFAULTS = dict(out=os.path.join('runs', 'demo'), count=4, iters=30, lr=1e-5, seed=1)
+
+
+def step(title, command, timings):
+    print('\n== %s\n$ %s' % (title, ' '.join(command)), flush=True)
+    start = time.time()
+    code = subprocess.call(command, cwd=REPO)
+    timings.append((title, time.time() - start))
+    if code:
+        print('make demo: "%s" failed (exit %d)' % (title, code), file=sys.stderr)
+        sys.exit(code)
+
+
+def verdict(train_dir, eval_dir):
+    """(lines, learned): the total loss's first vs last fifth and the mIoU vs chance."""
+    rows = loss_summary(read_log(train_dir))
+    total = next(r for r in rows if r[1] == 'loss')
+    with open(os.path.join(eval_dir, 'report.json')) as f:
+        miou = json.load(f)['segmentation']['mIoU']
+    falling, above = total[3] < total[2], miou > 1.0 / CLASSES
+    lines = ['total loss (weighted): %.4g -> %.4g (mean of the first and last fifth of %d '
+             'iterations): %s' % (total[2], total[3], total[4], 'falling' if falling else 'NOT falling'),
+             'val mIoU %.2f %% vs chance %.2f %% (1/%d): %s' % (
+                 100 * miou, 100.0 / CLASSES, CLASSES, 'above' if above else 'NOT above')]
+    return lines, falling and above
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='python -m tools.demo', description=__doc__.split('\n\n')[0])
+    parser.add_argument('--out', default=DEFAULTS['out'], help='demo directory, emptied first (default %(default)s)')
+    parser.add_argument('--count', type=int, default=DEFAULTS['count'], help='sample scenes per split (default %(default)s)')
+    parser.add_argument('--iters', type=int, default=DEFAULTS['iters'], help='training iterations (default %(default)s)')
+    parser.add_argument('--lr', type=float, default=DEFAULTS['lr'], help='base learning rate (default %(default)s)')
+    parser.add_argument('--seed', type=int, default=DEFAULTS['seed'], help='sample and Caffe seed (default %(default)s)')
+    args = parser.parse_args(argv)
+    out = os.path.abspath(args.out)
+    sample, data = os.path.join(out, 'sample'), os.path.join(out, 'data')
+    train_dir, eval_dir = os.path.join(out, 'train'), os.path.join(out, 'eval')
+    shutil.rmtree(out, ignore_errors=True)
+    py, timings, start = sys.executable, [], time.time()
+    step('sample data (Cityscapes layout)', [py, '-m', 'data_prep', 'sample', '--dataset', DATASET,
+                                             '--out', sample, '--count', str(args.count),
+                                             '--seed', str(args.seed)], timings)
+    step('convert', [py, '-m', 'data_prep', DATASET, '--root', sample, '--out', data], timings)
+    step('train A2 (CPU)', [py, '-m', 'tools.train', '--net', NET, '--dataset', DATASET, '--cpu',
+                            '--data', data, '--out', train_dir, '--iters', str(args.iters),
+                            '--batch', '1', '--filler', 'msra', '--base-lr', str(args.lr),
+                            '--seed', str(args.seed), '--display', '5'], timings)
+    step('evaluate (val)', [py, '-m', 'tools.evaluate', '--net', NET, '--dataset', DATASET,
+                            '--weights', os.path.join(train_dir, 'final.caffemodel'),
+                            '--data', os.path.join(data, 'val'), '--out', eval_dir, '--overwrite',
+                            '--mode', 'resize'], timings)
+    for name in (os.path.join(train_dir, 'training.md'), os.path.join(eval_dir, 'report.md')):
+        with open(name) as f:
+            print('\n' + f.read())
+    lines, learned = verdict(train_dir, eval_dir)
+    print('== demo (%.0f s: %s)' % (time.time() - start, ', '.join('%s %.0f s' % t for t in timings)))
+    print('\n'.join(lines))
+    print('loss curves: %s\nreport and figures: %s' % (os.path.join(train_dir, 'loss.png'), eval_dir))
+    if not learned:
+        print('make demo: the run did not learn (see above)', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
