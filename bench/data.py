@@ -9,13 +9,15 @@ On a sample Cityscapes at full size (2048 x 1024, written first):
    records stored as our LMDB of zlib tiles, as HDF5 chunks (gzip 1, 64 x 64), as raw arrays in
    LMDB, and as the official PNG files decoded per crop;
 3. training crops/s through pycaffe (`net.forward()` of a net holding only the data layer, batch 7,
-   crop 321, label 41, depth 81, mirror): `data_prep.layers.HybridData` vs a naive layer running
-   the same augmentation on records decoded from the official PNGs per crop (target: >= 100/s).
+   crop 321, label 41, depth 81, mirror): `data_prep.layers.HybridData` with its default 2 worker
+   processes and with none, vs a naive layer running the same augmentation on records decoded
+   from the official PNGs per crop (target: >= 100/s).
 The formats are timed in alternation (A B C D, then D C B A) so that drift in machine load hits all.
 """
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -81,6 +83,7 @@ class RawLmdbSource:
     """The same records as raw arrays in LMDB (memory-mapped, no decoding at all)."""
 
     def __init__(self, path, database):
+        shutil.rmtree(path, ignore_errors=True)
         self.env = lmdb.open(path, map_size=1 << 40)
         self.shapes = []
         with self.env.begin(write=True) as txn:
@@ -105,23 +108,32 @@ def folder_bytes(path):
 
 
 def time_crops(source, shapes, count, seed):
+    """(wall seconds, CPU seconds of this process) for `count` random crops."""
     rng = np.random.default_rng(seed)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(count):
         index = int(rng.integers(len(shapes)))
         height, width = shapes[index]
         source.read_window(index, int(rng.integers(height - CROP + 1)), int(rng.integers(width - CROP + 1)), CROP, CROP)
-    return time.perf_counter() - start
+    return np.array([time.perf_counter() - wall, time.process_time() - cpu])
+
+
+def cpu_seconds():
+    """CPU seconds used by this process and its finished children."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def bench_conversion(root, work, count):
+    """{workers: (images/s, CPU seconds per image)}, the better of two alternated runs each."""
     rates = {}
-    for workers in (1, 2, 2, 1):  # alternate, keep the better of two runs each
+    for workers in (1, 2, 2, 1):
         out = os.path.join(work, f'convert{workers}')
         shutil.rmtree(out, ignore_errors=True)
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), cpu_seconds()
         convert.convert_split('cityscapes', root, out, 'train', workers=workers, progress=False)
-        rates[workers] = max(rates.get(workers, 0), count / (time.perf_counter() - start))
+        result = (count / (time.perf_counter() - wall), (cpu_seconds() - cpu) / count)
+        rates[workers] = max(rates.get(workers, result), result)
     return rates
 
 
@@ -139,7 +151,7 @@ def bench_storage(root, db_path, work, crops):
                                             sum(folder_bytes(os.path.join(root, d, 'train'))
                                                 for d in ('leftImg8bit', 'gtFine', 'disparity', 'camera')) / n),
     }
-    seconds = {name: 0.0 for name in sources}
+    seconds = {name: np.zeros(2) for name in sources}
     counts = {name: 0 for name in sources}
     order = list(sources)
     for round_index, names in enumerate((order, order[::-1])):
@@ -147,7 +159,7 @@ def bench_storage(root, db_path, work, crops):
             count = max(4, crops // 8) if name.startswith('official') else crops // 2
             seconds[name] += time_crops(sources[name][0], shapes, count, seed=round_index)
             counts[name] += count
-    return {name: (sources[name][1], counts[name] / seconds[name]) for name in sources}
+    return {name: (sources[name][1], *(counts[name] / seconds[name])) for name in sources}
 
 
 def data_layer_net(path, module, layer, param_str):
@@ -164,19 +176,23 @@ def bench_layers(root, db_path, work, batches):
              'mirror': True, 'seed': 1}
     os.environ['BENCH_PNG_ROOT'] = root
     nets = {
-        'HybridData (LMDB tiles, prefetch thread)': ('data_prep.layers', 'HybridData'),
-        'naive: decode the PNGs per crop': ('bench.data', 'NaivePngData'),
+        'HybridData, 2 worker processes (default)': ('data_prep.layers', 'HybridData', 2),
+        'HybridData, workers 0 (built inside forward)': ('data_prep.layers', 'HybridData', 0),
+        'naive: decode the PNGs per crop, inside forward': ('bench.data', 'NaivePngData', 0),
     }
     rates = {}
-    for name, (module, layer) in nets.items():
-        net = caffe.Net(data_layer_net(os.path.join(work, f'{layer}.prototxt'), module, layer, json.dumps(given)),
+    for name, (module, layer, workers) in nets.items():
+        param_str = json.dumps(dict(given, workers=workers))
+        net = caffe.Net(data_layer_net(os.path.join(work, f'{layer}{workers}.prototxt'), module, layer, param_str),
                         caffe.TRAIN)
         count = batches if layer == 'HybridData' else max(2, batches // 6)
-        net.forward()  # warm-up: the first batch includes opening the database
-        start = time.perf_counter()
+        net.forward()  # warm-up: the first batch includes opening the database and starting workers
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             net.forward()
-        rates[name] = 7 * count / (time.perf_counter() - start)
+        rates[name] = (7 * count / (time.perf_counter() - start),
+                       7 * count / (time.process_time() - cpu) if not workers else None)
+        del net
     return rates
 
 
@@ -222,23 +238,26 @@ def main():
             write_sample(root, args.count, seed=0, splits=('train',))
         rates = bench_conversion(root, work, args.count)
         print('\n## conversion (sample Cityscapes train, 2048 x 1024)')
-        print(f'| workers | images/s |\n| --- | --- |\n| 1 | {rates[1]:.2f} |\n| 2 | {rates[2]:.2f} |')
-        print(f'speed-up with 2 workers: {rates[2] / rates[1]:.2f}x')
+        print('| workers | images/s | CPU seconds / image |\n| --- | --- | --- |')
+        for workers, (rate, cpu) in sorted(rates.items()):
+            print(f'| {workers} | {rate:.2f} | {cpu:.2f} |')
+        print(f'speed-up with 2 workers: {rates[2][0] / rates[1][0]:.2f}x')
 
         db_path = os.path.join(work, 'convert1', 'train')
         storage = bench_storage(root, db_path, work, args.crops)
         print('\n## storage: random 321 x 321 crops of image + label + depth, one thread')
-        print('| format | MB / record | crops/s |\n| --- | --- | --- |')
-        for name, (size, rate) in storage.items():
-            print(f'| {name} | {size / 1e6:.2f} | {rate:.0f} |')
+        print('| format | MB / record | crops/s | crops per CPU-second |\n| --- | --- | --- | --- |')
+        for name, (size, rate, cpu_rate) in storage.items():
+            print(f'| {name} | {size / 1e6:.2f} | {rate:.0f} | {cpu_rate:.0f} |')
 
         layers = bench_layers(root, db_path, work, args.batches)
         print('\n## data layer through pycaffe (batch 7, crop 321, label 41, depth 81, mirror)')
-        print('| layer | crops/s |\n| --- | --- |')
-        for name, rate in layers.items():
-            print(f'| {name} | {rate:.1f} |')
-        values = list(layers.values())
-        print(f'HybridData / naive: {values[0] / values[1]:.1f}x; load average now {os.getloadavg()[0]:.1f}')
+        print('| layer | crops/s | crops per CPU-second |\n| --- | --- | --- |')
+        for name, (rate, cpu_rate) in layers.items():
+            print(f'| {name} | {rate:.1f} | {"-" if cpu_rate is None else f"{cpu_rate:.1f}"} |')
+        values = [rate for rate, _ in layers.values()]
+        print(f'HybridData / naive: {values[0] / values[-1]:.1f}x (workers 2), {values[1] / values[-1]:.1f}x '
+              f'(workers 0); load average now {os.getloadavg()[0]:.1f}')
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

@@ -122,11 +122,11 @@ class CropSampler:
         """Batch `number` (0-based) of the stream: a list of arrays in top order."""
         size, count = self.params['batch_size'], len(self.database)
         rng = np.random.default_rng(np.random.SeedSequence(self.params['seed'], spawn_key=(0, number)))
-        samples = []
-        for position in range(number * size, (number + 1) * size):
+        tops = [np.empty(shape, np.float32) for shape in self.top_shapes()]
+        for slot, position in enumerate(range(number * size, (number + 1) * size)):
             epoch, offset = divmod(position, count)
-            samples.append(self.sample(int(self._order(epoch)[offset]), rng))
-        return [np.stack(arrays) for arrays in zip(*samples)]
+            self.sample(int(self._order(epoch)[offset]), rng, [top[slot] for top in tops])
+        return tops
 
     def _order(self, epoch):
         """Record order of `epoch`: a permutation from (seed, epoch) in train, 0..n-1 in test."""
@@ -137,8 +137,8 @@ class CropSampler:
             self._cached_epoch = epoch
         return self._cached_order
 
-    def sample(self, index, rng):
-        """One record's arrays in top order (each without the batch axis)."""
+    def sample(self, index, rng, out):
+        """Fill `out` (one array per top, without the batch axis) from record `index`."""
         params, crop = self.params, self.params['crop_size']
         train = params['train']
         height, width = self.database.shape(index)
@@ -146,32 +146,37 @@ class CropSampler:
         draws = rng.integers(0, np.iinfo(np.int64).max, 4) if train else None
         (src_y, dst_y, len_y), (src_x, dst_x, len_x) = (
             _axis_window(size, crop, None if draws is None else draws[k]) for k, size in enumerate((height, width)))
-        mirror = train and params['mirror'] and draws[2] % 2 == 1
-        flip = train and params['flip'] and draws[3] % 2 == 1
-
         record = self.database.read_window(index, src_y, src_x, len_y, len_x)
+        # a flip of the crop = the window's content reversed, at the mirrored place in the crop
+        rows, cols = slice(None), slice(None)
+        if train and params['mirror'] and draws[2] % 2:
+            cols, dst_x = slice(None, None, -1), crop - dst_x - len_x
+        if train and params['flip'] and draws[3] % 2:
+            rows, dst_y = slice(None, None, -1), crop - dst_y - len_y
         window = (slice(dst_y, dst_y + len_y), slice(dst_x, dst_x + len_x))
-        image = np.zeros((crop, crop, 3), np.float32)          # the mean colour, once subtracted
-        image[window] = record.image[:, :, ::-1]                # RGB -> BGR
-        image[window] -= self.mean
-        maps = [image]
+
+        data = out[0]                                          # 3 x crop x crop, BGR minus mean
+        if (len_y, len_x) != (crop, crop):
+            data[...] = 0                                      # padding: the mean colour, subtracted
+        for channel in range(3):
+            np.subtract(record.image[rows, cols, 2 - channel], self.mean[channel], out=data[channel][window],
+                        casting='unsafe')
+        tops = iter(out[1:])
         if self.label_stride is not None:
-            label = np.full((crop, crop), IGNORE, np.float32)
-            label[window] = record.label
-            maps.append(label)
-        if self.depth_strides:
-            depth = np.zeros((crop, crop), np.float32)
-            depth[window] = record.depth
-            maps.append(depth)
-        if mirror:
-            maps = [m[:, ::-1] for m in maps]
-        if flip:
-            maps = [m[::-1] for m in maps]
-        tops = [maps[0].transpose(2, 0, 1)]
-        if self.label_stride is not None:
-            tops.append(maps[1][None, ::self.label_stride, ::self.label_stride])
-        tops += [maps[-1][None, ::s, ::s] for s in self.depth_strides]
-        return [np.ascontiguousarray(t) for t in tops]
+            label = _place(record.label[rows, cols], IGNORE, crop, window)
+            next(tops)[0] = label[::self.label_stride, ::self.label_stride]
+        for stride in self.depth_strides:
+            depth = _place(record.depth[rows, cols], 0, crop, window)
+            next(tops)[0] = depth[::stride, ::stride]
+
+
+def _place(content, fill, crop, window):
+    """`content` as a crop x crop map: itself when it fills the crop, else on a `fill` canvas."""
+    if content.shape == (crop, crop):
+        return content
+    canvas = np.full((crop, crop), fill, content.dtype)
+    canvas[window] = content
+    return canvas
 
 
 def _axis_window(size, crop, draw):
