@@ -73,7 +73,7 @@ def test_run_copy_of_generated_solver(tmp_path):
     assert list(copy.test_net) == [str(tmp_path / 'run' / 'test.prototxt')]
     assert (copy.max_iter, copy.random_seed) == (12, 7) and copy.base_lr == pytest.approx(1e-4)
     assert copy.snapshot_prefix == str(tmp_path / 'run' / 'snapshots' / 'a2')
-    assert (copy.snapshot, copy.test_interval, copy.lr_policy) == (0, 0, 'poly')
+    assert (copy.snapshot, copy.test_interval, copy.lr_policy) == (0, solver_config.NEVER, 'poly')
     assert sources == [str(data / 'train'), str(data / 'val')]
     net = solver_config.read_net(copy.train_net)
     params = json.loads(next(l for l in net.layer if l.type == 'Python').python_param.param_str)
@@ -321,3 +321,29 @@ def test_help_and_argument_errors():
     with pytest.raises(SystemExit):
         train.parse_args(['--net', 'a2'])
     assert run_main('--net', 'a1', '--dataset', 'cityscapes', '--init-depthnet', __file__) == 1
+
+
+def test_test_net_losses_are_logged(tmp_path):
+    cfg = tmp_path / 'cfg'
+    cfg.mkdir()
+    test_net = cfg / 'test.prototxt'
+    test_net.write_text(str(T.hybrid_net(SEG_LOSS_WEIGHT, seed=5)))
+    solver = T.write_solver(str(cfg), 'hybrid', T.hybrid_net(SEG_LOSS_WEIGHT), base_lr=HYBRID_LR,
+                            max_iter=10, extra='test_net: "%s"\ntest_iter: 50\n' % test_net)
+    assert run_main('--solver', solver, '--out', tmp_path / 'run', '--test-every', 5,
+                    '--test-iters', 3) == 0
+    val = [r for r in read_log(tmp_path / 'run') if r['event'] == 'val']
+    assert [r['iter'] for r in val] == [5, 10]
+    assert all(np.isfinite(r[k]) for r in val for k in ('loss_seg', 'loss_depth_abs', 'loss_depth_mvn'))
+    assert val[0]['loss_seg'] != val[1]['loss_seg']
+    copy = solver_config.read_solver(str(tmp_path / 'run' / 'solver.prototxt'))
+    assert list(copy.test_iter) == [1] and copy.test_interval == solver_config.NEVER  # the driver tests
+
+
+def test_a_failing_data_layer_is_reported_with_the_solver(tmp_path, capsys):
+    proto = T.hybrid_net(SEG_LOSS_WEIGHT)
+    proto.layer[0].python_param.param_str = '{"batch_size": 2'   # the layer's setup raises
+    solver = T.write_solver(str(tmp_path / 'cfg'), 'broken', proto, max_iter=2)
+    assert run_main('--solver', solver, '--out', tmp_path / 'run') == 1
+    err = capsys.readouterr().err
+    assert 'solver.prototxt: building the nets failed: JSONDecodeError' in err

@@ -19,6 +19,8 @@ from netgen.fixed_weights import PREFIX as FIXED_PREFIX
 
 #: Layer whose `param_str` names a database (`source`) and a `batch_size` (docs/DESIGN.md).
 DATA_LAYER_MODULE = 'data_prep.layers'
+#: test_interval that Caffe never reaches: the driver runs the test net itself.
+NEVER = 2 ** 31 - 1
 SOLVER_FILE, TRAIN_NET_FILE, TEST_NET_FILE = 'solver.prototxt', 'train.prototxt', 'test.prototxt'
 
 
@@ -184,7 +186,7 @@ def write_run_copy(solver_path, run_dir, stage, *, base_dir='.', max_iter=None, 
         solver.test_net.append(test_path)
         solver.test_iter.append(1)   # unused: the driver runs the test net itself
         sources += test_sources
-    solver.test_interval = 0
+    solver.test_interval = NEVER   # the fork requires > 0 with a test net
     solver.test_initialization = False
     solver.display = 0
     solver.snapshot = 0
