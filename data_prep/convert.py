@@ -1,7 +1,8 @@
 """The generic converter: any `data_prep.dataset` reader -> one database per split.
 
-Worker processes read and check records through the dataset module and compress them into tiles;
-the main process commits each record to the LMDB of `<out>/<split>.partial/` in one transaction.
+Worker processes read and check records through the dataset module, compress them into tiles and
+commit each record to the LMDB of `<out>/<split>.partial/` in one transaction (LMDB serialises the
+writers).
 When every record is in, the manifest is written and the directory renamed to `<out>/<split>`:
 
 - atomic: `<out>/<split>` exists only when complete;
@@ -86,9 +87,10 @@ def convert_split(dataset, root, out, split, workers=1, skip_bad=False, overwrit
     try:
         with db.Writer(partial) as writer:
             entries, skipped = writer.done()
-            finished = {e['id'] for e in entries} | {s['id'] for s in skipped}
-            tasks = [Task(dataset, root, split, i, key, skip_bad) for i, key in enumerate(keys) if i not in finished]
-            _run(tasks, writer, workers, len(finished), len(keys), f'{dataset}/{split}', progress)
+        finished = {e['id'] for e in entries} | {s['id'] for s in skipped}
+        tasks = [Task(dataset, root, split, i, key, skip_bad) for i, key in enumerate(keys) if i not in finished]
+        _run(tasks, partial, workers, len(finished), len(keys), f'{dataset}/{split}', progress)
+        with db.Writer(partial) as writer:
             entries, skipped = writer.done()
     except DataError:
         shutil.rmtree(partial, ignore_errors=True)
@@ -96,28 +98,43 @@ def convert_split(dataset, root, out, split, workers=1, skip_bad=False, overwrit
     return _finish(partial, final, entries, skipped, job, module, progress)
 
 
-def _run(tasks, writer, workers, done, total, description, progress):
+_WRITER = None  # each worker process's handle on the partial database
+
+
+def _open_writer(partial):
+    global _WRITER  # noqa: PLW0603
+    _WRITER = db.Writer(partial)
+
+
+def convert_and_store(task):
+    """`convert_record`, committed by this process to its `_WRITER` (LMDB serialises writers)."""
+    status, record_id, payload = convert_record(task)
+    if status == 'ok':
+        _WRITER.put(payload)
+    else:
+        _WRITER.put_skipped(record_id, payload)
+    return status
+
+
+def _run(tasks, partial, workers, done, total, description, progress):
     from tqdm import tqdm  # noqa: PLC0415 (not needed in workers)
-
-    def commit(result):
-        status, record_id, payload = result
-        if status == 'ok':
-            writer.put(payload)
-        else:
-            writer.put_skipped(record_id, payload)
-        bar.update()
-
     bar = tqdm(total=total, initial=done, unit='img', desc=description, disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     with bar:
         if workers <= 1 or len(tasks) <= 1:
-            for task in tasks:
-                commit(convert_record(task))
+            _open_writer(partial)
+            try:
+                for task in tasks:
+                    convert_and_store(task)
+                    bar.update()
+            finally:
+                _WRITER.close()
             return
-        pool = multiprocessing.get_context('fork').Pool(min(workers, len(tasks)))
+        # workers read, encode and commit records themselves: only small acknowledgements come back
+        pool = multiprocessing.get_context('fork').Pool(min(workers, len(tasks)), _open_writer, (partial,))
         try:
-            for result in pool.imap_unordered(convert_record, tasks):
-                commit(result)
+            for _ in pool.imap_unordered(convert_and_store, tasks):
+                bar.update()
             pool.close()
         except BaseException:
             pool.terminate()
@@ -183,6 +200,9 @@ def _start_or_resume(partial, job):
             differs = sorted(k for k in job if not previous or previous.get(k) != job[k])
             raise DataError(partial, f'holds an interrupted conversion with other settings '
                                      f'({", ".join(differs) or "unreadable job.json"}): rerun it with those, or delete it')
+        lock = os.path.join(partial, 'lock.mdb')  # no one writes it now: a killed writer's lock is stale
+        if os.path.exists(lock):
+            os.remove(lock)
         return
     os.makedirs(partial)
     db.write_json(job_path, job)
