@@ -16,6 +16,7 @@ caffemodel directly (docs/PORTING.md); `python -m tools.parity` measures every b
 import argparse
 import os
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -88,9 +89,11 @@ def export_onnx(module, out, opset=ONNX_OPSET):
     """ONNX model of the module (fixed input shapes of the deploy net), one self-contained file."""
     import onnx
     example = tuple(torch.zeros(module.input_shapes[name]) for name in module.input_names)
-    torch.onnx.export(_TupleOutputs(module).eval(), example, out, input_names=module.input_names,
-                      output_names=module.output_names, opset_version=opset, dynamo=True,
-                      external_data=False, verbose=False)
+    with warnings.catch_warnings():  # torch's exporter trips over its own pytree deprecation
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+        torch.onnx.export(_TupleOutputs(module).eval(), example, out, input_names=module.input_names,
+                          output_names=module.output_names, opset_version=opset, dynamo=True,
+                          external_data=False, verbose=False)
     onnx.checker.check_model(out)
     return out
 

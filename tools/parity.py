@@ -18,6 +18,9 @@ import numpy as np
 
 BACKENDS = ("pytorch", "onnx", "opencv")
 TOLERANCE = 1e-4
+#: Caffe's ReadProtoFromBinaryFile refuses larger files (and aborts the process):
+#: A2's caffemodel (about 550 MB) can be written by Caffe but not read back.
+CAFFE_READ_LIMIT = 536870912
 
 
 def relative_error(out, ref):
@@ -56,15 +59,21 @@ def random_inputs(shapes, seed=0, scale=1.0):
             for name, shape in shapes.items()}
 
 
-def caffe_outputs(prototxt, caffemodel, inputs, blobs):
-    """pycaffe forward (TEST phase): {blob: array} for the named blobs."""
-    import caffe
-    net = caffe.Net(str(prototxt), str(caffemodel), caffe.TEST)
+def caffe_forward(net, inputs, blobs):
+    """Forward of a live caffe.Net: {blob: array} for the named blobs."""
     for name, value in inputs.items():
         net.blobs[name].reshape(*value.shape)
         net.blobs[name].data[...] = value
     net.forward()
     return {name: net.blobs[name].data.copy() for name in blobs}
+
+
+def caffe_outputs(prototxt, caffemodel, inputs, blobs):
+    """pycaffe forward (TEST phase) with weights from a caffemodel: {blob: array}."""
+    import caffe
+    if os.path.getsize(caffemodel) > CAFFE_READ_LIMIT:
+        raise ValueError(f"{caffemodel} is over {CAFFE_READ_LIMIT} bytes: Caffe cannot read it")
+    return caffe_forward(caffe.Net(str(prototxt), str(caffemodel), caffe.TEST), inputs, blobs)
 
 
 def pytorch_outputs(module, inputs):
@@ -105,14 +114,20 @@ def opencv_outputs(prototxt, caffemodel, inputs, blobs):
     return {blob: outputs[layer][index] for blob, (layer, index) in producers.items()}
 
 
-def measure(prototxt, caffemodel, backends=BACKENDS, seed=0, workdir=None):
-    """{backend: {output blob: relative error}} on one seeded random input."""
+def measure(prototxt, caffemodel, backends=BACKENDS, seed=0, reference_net=None):
+    """{backend: {output blob: relative error}} on one seeded random input.
+
+    The reference is pycaffe with the caffemodel, or `reference_net` (a live caffe.Net holding
+    the same weights) when given."""
     from tools import export
     module = export.load_pytorch(caffemodel, prototxt=prototxt)
     inputs = random_inputs({n: module.input_shapes[n] for n in module.input_names}, seed)
-    reference = caffe_outputs(prototxt, caffemodel, inputs, module.output_names)
+    if reference_net is not None:
+        reference = caffe_forward(reference_net, inputs, module.output_names)
+    else:
+        reference = caffe_outputs(prototxt, caffemodel, inputs, module.output_names)
     results = {}
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         for backend in backends:
             if backend == "pytorch":
                 out = pytorch_outputs(module, inputs)
@@ -128,15 +143,14 @@ def measure(prototxt, caffemodel, backends=BACKENDS, seed=0, workdir=None):
     return results
 
 
-def random_caffemodel(prototxt, path, seed=0):
-    """Save a caffemodel of `prototxt` with `randomize_weights` + the fixed weights."""
+def random_net(prototxt, seed=0):
+    """A caffe.Net of `prototxt` (TEST) with `randomize_weights` + the fixed weights."""
     import caffe
     from netgen.fixed_weights import fill_fixed_weights
     net = caffe.Net(str(prototxt), caffe.TEST)
     randomize_weights(net, seed)
     fill_fixed_weights(net)
-    net.save(str(path))
-    return path
+    return net
 
 
 def format_table(results):
@@ -157,9 +171,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     prototxt = deploy_prototxt(args.net, args.dataset)
+    backends = args.backends.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        weights = args.weights or random_caffemodel(prototxt, os.path.join(tmp, "random.caffemodel"), args.seed)
-        results = measure(prototxt, weights, args.backends.split(","), args.seed)
+        if args.weights:
+            results = measure(prototxt, args.weights, backends, args.seed)
+        else:
+            net = random_net(prototxt, args.seed)
+            net.save(os.path.join(tmp, "random.caffemodel"))
+            results = measure(prototxt, os.path.join(tmp, "random.caffemodel"), backends, args.seed, net)
     print(format_table(results))
     worst = max(err for errors in results.values() for err in errors.values())
     print(f"worst {worst:.1e} (tolerance {TOLERANCE:.0e})")
