@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import queue
+import signal
 import traceback
 import weakref
 
@@ -105,6 +106,7 @@ class CropSampler:
         if self.label_stride is not None and not database.labelled:
             raise DataError(params['source'], 'has no labels (a test split?): set label_size to null')
         self.mean = np.asarray(params['mean'], np.float32)
+        self._epoch, self._epoch_order = None, None
 
     def top_shapes(self):
         n, c = self.params['batch_size'], self.params['crop_size']
@@ -130,12 +132,13 @@ class CropSampler:
 
     def _order(self, epoch):
         """Record order of `epoch`: a permutation from (seed, epoch) in train, 0..n-1 in test."""
-        if getattr(self, '_cached_epoch', None) != epoch:
+        if self._epoch != epoch:
             count = len(self.database)
-            self._cached_order = (np.random.default_rng(np.random.SeedSequence(self.params['seed'], spawn_key=(1, epoch)))
-                                  .permutation(count) if self.params['train'] else np.arange(count))
-            self._cached_epoch = epoch
-        return self._cached_order
+            seeds = np.random.SeedSequence(self.params['seed'], spawn_key=(1, epoch))
+            self._epoch_order = (np.random.default_rng(seeds).permutation(count) if self.params['train']
+                                 else np.arange(count))
+            self._epoch = epoch
+        return self._epoch_order
 
     def sample(self, index, rng, out):
         """Fill `out` (one array per top, without the batch axis) from record `index`."""
@@ -239,6 +242,8 @@ def _stop(processes):
 
 def _build_batches(sampler, worker, workers, out, parent):
     """Worker process: batches worker, worker + workers, ... into `out` until the parent is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's (Caffe snapshots, then stops)
+    out.cancel_join_thread()                       # exit without flushing to a parent that is gone
     for number in itertools.count(worker, workers):
         try:
             item = ('batch', sampler.batch(number))
