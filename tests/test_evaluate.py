@@ -97,3 +97,13 @@ def test_random_weights_are_marked(colour_net, tmp_path):
     results = evaluate('a2', 'cityscapes', None, 'val', tmp_path / 'run', deploy=deploy, database=database,
                        num_figures=0, progress=False)
     assert results['random_weights'] and 'Random weights' in (tmp_path / 'run' / 'report.md').read_text()
+
+
+def test_weights_are_loaded_as_caffe_loads_them(colour_net):
+    deploy, weights = colour_net
+    ours = load_net(deploy, weights)
+    theirs = caffe.Net(str(deploy), str(weights), caffe.TEST)
+    assert list(ours.params) == list(theirs.params) == ['score', 'depth']
+    for name in ours.params:
+        for mine, reference in zip(ours.params[name], theirs.params[name]):
+            np.testing.assert_array_equal(mine.data, reference.data)

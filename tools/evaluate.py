@@ -33,10 +33,9 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import caffe  # noqa: E402
-from caffe.proto import caffe_pb2  # noqa: E402
 from netgen import config  # noqa: E402
 from netgen.fixed_weights import PREFIX as FIXED_PREFIX, fill_fixed_weights  # noqa: E402
-from tools import figures, report  # noqa: E402
+from tools import caffemodel, figures, report  # noqa: E402
 from tools.metrics import DEPTH_KEYS, DepthMeter, SegmentationMeter, official_cityscapes_scores  # noqa: E402
 from tools.tiling import TileMerger, pad_to_tile, tile_origins, upsample  # noqa: E402
 
@@ -64,35 +63,32 @@ def deploy_path(net_name, dataset):
     return REPO / 'prototxt' / ('%s_%s' % (net_name, dataset)) / 'deploy.prototxt'
 
 
-def _saved_shape(blob):
-    if blob.HasField('shape'):
-        return tuple(blob.shape.dim)
-    return (blob.num, blob.channels, blob.height, blob.width)  # legacy 4-d blobs
-
-
 def _same_shape(saved, wanted):
+    """Caffe's rule: equal shapes, or a legacy 4-d blob equal to `wanted` padded with 1s."""
     if saved == wanted:
         return True
     padded = (1,) * (4 - len(wanted)) + tuple(wanted)
     return len(saved) == 4 and len(wanted) <= 4 and saved == padded
 
 
-def check_weights(net, weights):
-    """Raise EvaluationError unless `weights` (a .caffemodel) holds every learned layer of
-    `net` with the right blob count and shapes (Caffe would leave a missing layer at its
-    random init silently and abort the process on a wrong shape). `fixed_*` layers may be
-    absent: their weights are written by netgen.fixed_weights. Returns the names of
-    layers with parameters in the file but not in the net."""
-    model = caffe_pb2.NetParameter()
+def read_weights(weights):
+    """The parsed .caffemodel (NetParameter), with a clear error for anything else."""
     try:
-        with open(weights, 'rb') as f:
-            model.ParseFromString(f.read())
+        return caffemodel.read_caffemodel(weights)
     except OSError as err:
         raise EvaluationError('cannot read weights %s: %s' % (weights, err.strerror)) from None
     except Exception as err:  # protobuf's DecodeError
         raise EvaluationError('weights %s: not a caffemodel (%s)' % (weights, err)) from None
-    saved = {layer.name: [_saved_shape(b) for b in layer.blobs]
-             for layer in list(model.layer) + list(model.layers) if layer.blobs}
+
+
+def check_weights(net, model, weights):
+    """Raise EvaluationError unless `model` (the parsed caffemodel `weights`) holds every
+    learned layer of `net` with the right blob count and shapes (Caffe would leave a missing
+    layer at its random init silently, and abort the process on a wrong shape). `fixed_*`
+    layers may be absent: netgen.fixed_weights writes them. Returns the names of layers
+    with blobs in the file but not in the net (ignored, as Caffe does)."""
+    saved = {layer.name: [caffemodel.blob_shape(b) for b in layer.blobs]
+             for layer in caffemodel.all_layers(model) if len(layer.blobs)}
     missing, wrong = [], []
     for name, blobs in net.params.items():
         if name not in saved:
@@ -110,6 +106,15 @@ def check_weights(net, weights):
             problems.append('layers with other shapes: %s' % '; '.join(wrong))
         raise EvaluationError('weights %s do not fit the net (%s)' % (weights, '. '.join(problems)))
     return sorted(set(saved) - set(net.params))
+
+
+def copy_weights(net, model):
+    """Write the parsed caffemodel's blobs into `net` by layer name. Done here rather than by
+    Caffe's copy_from, whose reader refuses files over 512 MB (A2's are 551 MB)."""
+    arrays = caffemodel.layer_blobs(model)
+    for name, blobs in net.params.items():
+        for blob, array in zip(blobs, arrays.get(name, ())):
+            blob.data[...] = array.reshape(blob.data.shape)
 
 
 def gpu_available(device):
@@ -137,8 +142,9 @@ def load_net(deploy, weights=None, gpu=None):
         caffe.set_mode_cpu()
     net = caffe.Net(str(deploy), caffe.TEST)
     if weights is not None:
-        check_weights(net, weights)
-        net.copy_from(str(weights))
+        model = read_weights(weights)
+        check_weights(net, model, weights)
+        copy_weights(net, model)
     fill_fixed_weights(net)
     return net
 
