@@ -81,6 +81,30 @@ def test_run_copy_of_generated_solver(tmp_path):
     assert params['crop_size'] == 321 and params['label_size'] == 41   # the rest as generated
 
 
+def test_msra_fillers_of_a_run_from_scratch():
+    """--filler msra on the generated nets: MSRA after which a ReLU comes, scaled by the pixel
+    std where the layer reads the image, a small Gaussian for the output layers; fixed and
+    frozen layers keep their fillers."""
+    a2 = solver_config.read_net(os.path.join(T.REPO, 'prototxt', 'a2_cityscapes', 'train.prototxt'))
+    fixed_before = str(next(l for l in a2.layer if l.name == 'fixed_up2_refine'))
+    changed = solver_config.replace_fillers(a2, 'msra')
+    assert changed['conv3_2'] == ('msra', None) and changed['global_fc6'] == ('msra', None)
+    assert changed['conv1_1'][0] == 'gaussian'
+    assert changed['conv1_1'][1] == pytest.approx((2 / 27) ** 0.5 / solver_config.PIXEL_STD)
+    assert changed['refine_conv1'][1] == pytest.approx((2 / 363) ** 0.5 / solver_config.PIXEL_STD)
+    for output in ('fc8_1', 'fc8_4', 'global_fc7'):
+        assert changed[output] == ('gaussian', pytest.approx(solver_config.OUTPUT_STD))
+    assert 'fixed_up2_refine' not in changed
+    assert str(next(l for l in a2.layer if l.name == 'fixed_up2_refine')) == fixed_before
+    layer = next(l for l in a2.layer if l.name == 'conv4_1')
+    assert layer.convolution_param.weight_filler.type == 'msra'
+    refine = solver_config.read_net(os.path.join(T.REPO, 'prototxt', 'depthnet_refine_cityscapes',
+                                                 'train.prototxt'))
+    changed = solver_config.replace_fillers(refine, 'msra')
+    assert not any(n.startswith(('global_', 'grad_')) for n in changed)   # frozen
+    assert 'refine_conv2' in changed
+
+
 def test_run_copy_names_a_missing_database(tmp_path):
     solver = os.path.join(T.REPO, 'solvers', 'a2_cityscapes.prototxt')
     with pytest.raises(solver_config.ConfigError, match=r'database .*nowhere/train is missing'):

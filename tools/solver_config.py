@@ -107,15 +107,29 @@ FILLERS = ('as-generated', 'msra')
 #: With 'msra': std of the Gaussian of output layers (no ReLU after them: class scores,
 #: depth maps), so that a net trained from scratch starts with small scores and depths.
 OUTPUT_STD = 1e-3
+#: With 'msra': the typical std of mean-subtracted 8-bit pixels (about 50 on the Cityscapes
+#: sample). He et al.'s filler assumes unit-variance inputs; the layers reading the image get
+#: their std divided by this, so that activations start near unit scale throughout the net.
+PIXEL_STD = 50.0
+IMAGE_TOP = 'data'
 _WEIGHTED = {'Convolution': 'convolution_param', 'Deconvolution': 'convolution_param',
              'InnerProduct': 'inner_product_param'}
 
 
+def _image_fan_in(layer):
+    """Fan-in of a Convolution reading the 3-channel image: 3 x kernel area / group."""
+    p = layer.convolution_param
+    kh = p.kernel_h or (p.kernel_size[0] if p.kernel_size else 1)
+    kw = p.kernel_w or (p.kernel_size[-1] if p.kernel_size else 1)
+    return 3 * kh * kw // max(p.group, 1)
+
+
 def replace_fillers(net, filler):
     """Re-choose the weight filler of every learned Convolution/Deconvolution/InnerProduct
-    layer of `net`: 'msra' (He et al. 2015) where a ReLU follows, a Gaussian of std
-    OUTPUT_STD where none does (the output layers). Fixed layers (`fixed_*`, filled after
-    construction) and frozen ones (lr_mult 0) keep theirs. Returns {layer: filler type}."""
+    layer of `net` ('msra', He et al. 2015): MSRA where a ReLU follows, scaled by 1/PIXEL_STD
+    for convolutions of the image; a Gaussian of std OUTPUT_STD where no ReLU follows (the
+    output layers). Fixed layers (`fixed_*`, filled after construction) and frozen ones
+    (lr_mult 0) keep theirs. Returns {layer: (filler type, std or None)}."""
     relu_inputs = {b for layer in net.layer if layer.type == 'ReLU' for b in layer.bottom}
     changed = {}
     for layer in net.layer:
@@ -125,11 +139,14 @@ def replace_fillers(net, filler):
             continue
         weight_filler = getattr(layer, _WEIGHTED[layer.type]).weight_filler
         weight_filler.Clear()
-        if all(top in relu_inputs for top in layer.top):
-            weight_filler.type = filler
-        else:
+        if not all(top in relu_inputs for top in layer.top):
             weight_filler.type, weight_filler.std = 'gaussian', OUTPUT_STD
-        changed[layer.name] = weight_filler.type
+        elif layer.type == 'Convolution' and list(layer.bottom) == [IMAGE_TOP]:
+            weight_filler.type = 'gaussian'
+            weight_filler.std = (2.0 / _image_fan_in(layer)) ** 0.5 / PIXEL_STD
+        else:
+            weight_filler.type = filler
+        changed[layer.name] = (weight_filler.type, weight_filler.std if weight_filler.HasField('std') else None)
     return changed
 
 
