@@ -243,7 +243,6 @@ def _stop(processes):
 def _build_batches(sampler, worker, workers, out, parent):
     """Worker process: batches worker, worker + workers, ... into `out` until the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's (Caffe snapshots, then stops)
-    out.cancel_join_thread()                       # exit without flushing to a parent that is gone
     for number in itertools.count(worker, workers):
         try:
             item = ('batch', sampler.batch(number))
@@ -255,6 +254,7 @@ def _build_batches(sampler, worker, workers, out, parent):
                 break
             except queue.Full:
                 if os.getppid() != parent:
+                    out.cancel_join_thread()  # exit without flushing to a parent that is gone
                     return
         if item[0] == 'error':
             return
