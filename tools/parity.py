@@ -174,7 +174,11 @@ def main(argv=None):
     backends = args.backends.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         if args.weights:
-            results = measure(prototxt, args.weights, backends, args.seed)
+            try:
+                results = measure(prototxt, args.weights, backends, args.seed)
+            except (ValueError, KeyError, FileNotFoundError) as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 1
         else:
             net = random_net(prototxt, args.seed)
             net.save(os.path.join(tmp, "random.caffemodel"))
