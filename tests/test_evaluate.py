@@ -2,9 +2,10 @@
 import csv
 import json
 
-import caffe  # noqa: F401  (the evaluator needs Caffe: fail, not skip, without it)
+import caffe  # the evaluator needs Caffe: fail, not skip, without it
 import numpy as np
 import pytest
+from PIL import Image
 
 from test_evaluate_helpers import colour_database, write_colour_net
 from tools.evaluate import Predictor, evaluate, load_net
@@ -51,8 +52,6 @@ def test_run_directory_holds_report_csv_figures_and_official_pngs(cityscapes_run
     assert {'seg_mIoU', 'depth_rmse', 'depth_sie', 'depth_pp_mvn'} <= set(rows[0])
     for task in ('segmentation', 'depth'):
         assert (out / 'figures' / ('%s.png' % task)).stat().st_size > 10000
-    label_ids = caffe.io.load_image  # noqa: F841  (keep pycaffe's io importable)
-    from PIL import Image
     png = np.array(Image.open(out / 'cityscapes_results' / ('%s_labelIds.png' % CITY_NAMES[0])))
     assert png.shape == (400, 700) and set(np.unique(png)) <= {23, 24, 26, 7, 8, 11}  # labelIds, not trainIds
     assert not list(out.parent.glob('.*partial*'))
