@@ -73,6 +73,14 @@ def test_fixed_layers_may_be_absent_from_the_weights_and_are_filled(tmp_path):
                                   np.outer([.5, 1, .5], [.5, 1, .5]))
 
 
+def test_official_scorer_outside_cityscapes_segmentation(colour_net, tmp_path):
+    deploy, weights = colour_net
+    with pytest.raises(EvaluationError, match='scores Cityscapes segmentation only'):
+        run(tmp_path, deploy, weights, dataset='sunrgbd', official_scorer=True)
+    with pytest.raises(EvaluationError, match='scores Cityscapes segmentation only'):
+        run(tmp_path, deploy, weights, tasks=['depth'], official_scorer=True)
+
+
 def test_net_without_the_requested_head(tmp_path):
     deploy, weights = write_colour_net(tmp_path, depth=False)
     with pytest.raises(EvaluationError, match="net a2 has no 'depth' output: it does not do depth "

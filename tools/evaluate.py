@@ -317,6 +317,8 @@ def evaluate(net_name, dataset, weights, split=None, out_dir=None, gpu=None, *, 
         raise EvaluationError('batch size must be >= 1, not %d' % batch_size)
     if limit is not None and limit < 1:
         raise EvaluationError('--limit must be >= 1, not %d' % limit)
+    if official_scorer and (dataset != 'cityscapes' or (tasks and 'segmentation' not in tasks)):
+        raise EvaluationError('--official-scorer scores Cityscapes segmentation only')
     out_dir = Path(out_dir or REPO / 'runs' / 'eval' / ('%s_%s_%s' % (net_name, dataset, split)))
     if out_dir.exists() and not overwrite:
         raise EvaluationError('%s exists: pass --overwrite or another --out' % out_dir)
@@ -399,7 +401,7 @@ def evaluate(net_name, dataset, weights, split=None, out_dir=None, gpu=None, *, 
         if 'depth' in tasks:
             results['depth'] = depth_meter.scores()
         if official_scorer:
-            results['official_cityscapes'] = _run_official_scorer(official, gt_files, partial)
+            results['official_cityscapes'] = _run_official_scorer(gt_files, partial)
         _write_csv(partial / 'per_image.csv', rows)
         results['figures'] = figures.write_run_figures(partial, results, database, compare_runs)
         report.write_report(partial, results, compare_runs)
@@ -421,9 +423,7 @@ def _prefixed(prefix, scores, keys):
     return {prefix + key: scores[key] for key in keys}
 
 
-def _run_official_scorer(official, gt_files, run_dir):
-    if not official:
-        raise EvaluationError('--official-scorer needs Cityscapes segmentation')
+def _run_official_scorer(gt_files, run_dir):
     missing = [f for f in gt_files if not f or not os.path.isfile(f)]
     if missing:
         raise EvaluationError('--official-scorer needs the gtFine files the database was converted from; '
