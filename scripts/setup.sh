@@ -9,8 +9,15 @@
 # Idempotent: with everything in place a rerun takes seconds. A build runs in a temp
 # dir renamed at the end, so an interrupted build never looks complete.
 #
-# Environment: CAFFE_GPU=1 builds the CUDA variant (CUDA_ARCH="90" by default; nvcc
-# from CUDA_HOME or /usr/local/cuda, cuBLAS/cuRAND from the nvidia-* PyPI wheels).
+# Environment: CAFFE_GPU=1 builds the CUDA variant (CUDA_ARCH="90" by default, a
+# list like "80 86 90" works; nvcc from CUDA_HOME, else the nvcc on PATH, else
+# /usr/local/cuda; cuBLAS/cuRAND from the nvidia-* PyPI wheels of
+# third_party/caffe/requirements-cuda.txt, installed into the cache entry; the
+# patches of third_party/caffe/patches/cuda/ on top of the common ones). The CUDA
+# variant lives beside the CPU one and does not rewire .venv: it adds
+# .venv/bin/caffe-gpu and .venv/bin/python-gpu (docs/GPU.md); CAFFE_GPU_DEFAULT=1
+# also makes it the .venv's default caffe (machines with a GPU only: a CUDA pycaffe
+# cannot run without an NVIDIA driver).
 # HYBRIDNET_CACHE overrides the cache dir; PYTHON the interpreter for .venv.
 set -euo pipefail
 
@@ -21,6 +28,7 @@ CACHE=${HYBRIDNET_CACHE:-$HOME/.cache/hybridnet-caffe}
 PYTHON=${PYTHON:-python3}
 CAFFE_GPU=${CAFFE_GPU:-0}
 CUDA_ARCH=${CUDA_ARCH:-90}
+CAFFE_GPU_DEFAULT=${CAFFE_GPU_DEFAULT:-0}
 SDIST=brocolli-caffe-9.0.2.tar.gz
 SDIST_SPEC=brocolli-caffe==9.0.2
 SDIST_SHA256=c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a
@@ -38,13 +46,14 @@ trap on_error ERR
 mkdir -p "$CACHE/logs" "$CACHE/downloads"
 
 # 1. Debian packages ---------------------------------------------------------------
-STEP="apt packages"
-mapfile -t PKGS < <(grep -v '^\s*#' "$THIRD/apt-packages.txt" | grep -v '^\s*$')
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
+install_debian_packages() {
+  command -v dpkg-query >/dev/null || { say "no dpkg: skipping Debian packages (conda: see environment.yml)"; return; }
+  local pkgs missing=() p
+  mapfile -t pkgs < <(grep -v '^\s*#' "$THIRD/apt-packages.txt" | grep -v '^\s*$')
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
   if [ "$(id -u)" -ne 0 ]; then
     echo "[setup] missing Debian packages; run as root:" >&2
     echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
@@ -53,7 +62,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   LOG=$CACHE/logs/apt.log
   say "installing Debian packages: ${missing[*]}"
   { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; } >"$LOG" 2>&1
-fi
+}
+STEP="apt packages"
+install_debian_packages
 
 # 2. virtual environment ------------------------------------------------------------
 STEP="python venv"
@@ -80,22 +91,36 @@ CUDA_DIR=/usr/local/cuda; EXTRA_INCLUDE=""; EXTRA_LIBDIR=""; EXTRA_RPATH=""; CPU
 VARIANT=cpu; ARCH_FLAGS=""
 if [ "$CAFFE_GPU" = "1" ]; then
   VARIANT=cuda; CPU_ONLY=""
-  CUDA_DIR=${CUDA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")}
-  LOG=$CACHE/logs/pip-cuda.log
-  "$PY" -m pip install -q -r "$THIRD/requirements-cuda.txt" >"$LOG" 2>&1
-  NV=$("$PY" -c 'import nvidia, os; print(os.path.dirname(list(nvidia.__path__)[0] + "/"))')
-  for lib in cu13 cublas curand nccl; do
-    for d in "$NV/$lib/include" "$NV/$lib/lib"; do
-      [ -d "$d" ] || continue
-      case $d in */include) EXTRA_INCLUDE+=" $d";; */lib) EXTRA_LIBDIR+=" $d"; EXTRA_RPATH+=" -Wl,-rpath,$d";; esac
-    done
+  # CUDA_HOME, else /usr/local/cuda, else the toolkit of the nvcc on PATH (which
+  # may be a wrapper script: the toolkit must have include/cuda_runtime.h).
+  if [ -n "${CUDA_HOME:-}" ]; then CUDA_DIR=$CUDA_HOME
+  elif [ ! -x /usr/local/cuda/bin/nvcc ] && command -v nvcc >/dev/null; then
+    CUDA_DIR=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+  fi
+  [ -x "$CUDA_DIR/bin/nvcc" ] && [ -f "$CUDA_DIR/include/cuda_runtime.h" ] || {
+    echo "[setup] CAFFE_GPU=1 needs a CUDA toolkit: no bin/nvcc + include/cuda_runtime.h in $CUDA_DIR (set CUDA_HOME)" >&2; exit 1; }
+  CUDA_VERSION=$("$CUDA_DIR/bin/nvcc" --version | sed -n 's/.*release \([0-9.]*\),.*/\1/p')
+  case $CUDA_VERSION in 13.*) ;; *)
+    echo "[setup] CAFFE_GPU=1: nvcc '$CUDA_VERSION' at $CUDA_DIR; requirements-cuda.txt pins CUDA 13 wheels" >&2; exit 1;; esac
+  for a in $CUDA_ARCH; do
+    case $a in *[!0-9]*|"") echo "[setup] CUDA_ARCH: '$a' is not a compute capability like 90" >&2; exit 1;; esac
+    ARCH_FLAGS+=" -gencode arch=compute_$a,code=sm_$a"
   done
-  for a in $CUDA_ARCH; do ARCH_FLAGS+=" -gencode arch=compute_$a,code=sm_$a"; done
+  # The wheels go into the cache entry (nvidia-wheels/), found at run time through
+  # an $ORIGIN-relative rpath: libcaffe.so (.build_release/lib), the caffe tool
+  # (.build_release/tools) and pycaffe (python/caffe) all sit two levels below.
+  # Wheels ship versioned sonames only: nvidia-wheels/link/ has the lib*.so names
+  # the linker's -l flags look for. Paths are relative to the build dir.
+  EXTRA_INCLUDE="nvidia-wheels/nvidia/cu13/include"
+  EXTRA_LIBDIR="nvidia-wheels/link"
 fi
 
 STEP="cache key"
 KEY=$( { echo "$SDIST_SHA256"; cat "$THIRD"/patches/*.patch "$THIRD/Makefile.config.in";
-         echo "variant=$VARIANT arch=$CUDA_ARCH py=$PY_VERSION $PY_INCLUDE numpy=$NP_VERSION"; } | sha256sum | cut -c1-16)
+         echo "variant=$VARIANT arch=$CUDA_ARCH py=$PY_VERSION $PY_INCLUDE numpy=$NP_VERSION"
+         if [ "$VARIANT" = cuda ]; then   # the CPU key stays what it was
+           cat "$THIRD"/patches/cuda/*.patch "$THIRD/requirements-cuda.txt"; echo "nvcc=$CUDA_VERSION $CUDA_DIR"
+         fi; } | sha256sum | cut -c1-16)
 PREFIX=$CACHE/caffe-$VARIANT-$KEY
 if [ -f "$PREFIX/.complete" ]; then
   say "Caffe ($VARIANT) up to date: $PREFIX"
@@ -122,6 +147,21 @@ else
     echo "== patch $(basename "$p")" >>"$LOG"
     patch -d "$TMP" -p1 --forward <"$p" >>"$LOG" 2>&1
   done
+  if [ "$VARIANT" = cuda ]; then
+    for p in "$THIRD"/patches/cuda/*.patch; do
+      echo "== patch cuda/$(basename "$p")" >>"$LOG"
+      patch -d "$TMP" -p1 --forward <"$p" >>"$LOG" 2>&1
+    done
+    STEP="cuda wheels (requirements-cuda.txt)"
+    say "installing the cuBLAS/cuRAND wheels into the cache entry - log $LOG"
+    "$PY" -m pip install --no-deps --no-compile --target "$TMP/nvidia-wheels" \
+        -r "$THIRD/requirements-cuda.txt" >>"$LOG" 2>&1
+    mkdir -p "$TMP/nvidia-wheels/link"
+    for so in "$TMP"/nvidia-wheels/nvidia/cu13/lib/lib*.so.*; do
+      name=$(basename "$so"); ln -sfn "../nvidia/cu13/lib/$name" "$TMP/nvidia-wheels/link/${name%%.so.*}.so"
+    done
+    STEP="unpack and patch"
+  fi
   # Generated by an old protoc that current protobuf runtimes reject; `make proto`
   # regenerates it with Debian's protoc.
   rm -f "$TMP/python/caffe/proto/caffe_pb2.py"
@@ -131,7 +171,15 @@ else
       -e "s|@PYTHON_VERSION@|$PY_VERSION|" -e "s|@EXTRA_INCLUDE@|$EXTRA_INCLUDE|" \
       -e "s|@EXTRA_LIBDIR@|$EXTRA_LIBDIR|" -e "s|@EXTRA_RPATH@|$EXTRA_RPATH|" \
       "$THIRD/Makefile.config.in" >"$TMP/Makefile.config"
-  [ "$VARIANT" = cpu ] || sed -i 's/^CPU_ONLY := $/# CPU_ONLY off: CUDA build/' "$TMP/Makefile.config"
+  if [ "$VARIANT" = cuda ]; then
+    sed -i 's/^CPU_ONLY := $/# CPU_ONLY off: CUDA build/' "$TMP/Makefile.config"
+    cat >>"$TMP/Makefile.config" <<EOF
+# CUDA variant (scripts/setup.sh): run-time search path for the cuBLAS/cuRAND wheels
+# of this cache entry (relative, so the entry can move: make gpu-bundle), then the
+# toolkit's lib64 for libcudart.
+LINKFLAGS += -Wl,-rpath,\\\$\$ORIGIN/../../nvidia-wheels/nvidia/cu13/lib -Wl,-rpath,$CUDA_DIR/lib64
+EOF
+  fi
 
   STEP="make proto"
   say "building Caffe ($VARIANT) in $TMP with $JOBS jobs - log $LOG"
@@ -142,6 +190,7 @@ else
   STEP="finish cache entry"
   find "$TMP/.build_release" -name '*.o' -delete 2>/dev/null || true
   find "$TMP/build" -name '*.o' -delete 2>/dev/null || true
+  [ "$VARIANT" = cpu ] || find "$TMP/.build_release" -name '*.cuo' -delete 2>/dev/null || true
   echo "built $(date -u +%FT%TZ) in $(( $(date +%s) - start )) s; key $KEY" >"$TMP/.complete.tmp"
   rm -rf "$PREFIX"
   mv "$TMP" "$PREFIX"
@@ -150,6 +199,48 @@ else
 fi
 
 # 4. wire it into .venv ---------------------------------------------------------------
+# The caffe tool embeds libpython, which knows nothing of the venv. Its wrappers put
+# EMBED on PYTHONPATH; its sitecustomize adds the venv's site-packages *after* the
+# standard library, as the venv itself does (on PYTHONPATH, site-packages would
+# shadow the standard library, e.g. with the old `typing` backport).
+EMBED=$VENV/lib/hybridnet-embed
+mkdir -p "$EMBED"
+cat >"$EMBED/sitecustomize.py" <<EOF
+"""Written by scripts/setup.sh: the venv's packages for Caffe's embedded Python."""
+import site
+site.addsitedir("$SITE")
+EOF
+if [ "$VARIANT" = cuda ]; then
+  # The CUDA variant sits beside the CPU one: its own wrappers, the CPU wiring
+  # (.pth, .venv/bin/caffe) untouched unless CAFFE_GPU_DEFAULT=1.
+  STEP="wire the CUDA variant (.venv/bin/caffe-gpu, .venv/bin/python-gpu)"
+  LOG=""
+  ln -sfn "$PREFIX" "$CACHE/current-cuda"
+  cat >"$VENV/bin/caffe-gpu" <<EOF
+#!/usr/bin/env bash
+# Caffe's command-line tool, CUDA build ($PREFIX; CUDA_ARCH="$CUDA_ARCH").
+# Needs an NVIDIA driver for -gpu; CAFFE_TF32=1 runs cuBLAS on TF32 tensor cores.
+export PYTHONPATH="$ROOT:$PREFIX/python:$EMBED\${PYTHONPATH:+:\$PYTHONPATH}"
+exec "$PREFIX/build/tools/caffe" "\$@"
+EOF
+  cat >"$VENV/bin/python-gpu" <<EOF
+#!/usr/bin/env bash
+# The .venv's Python with the CUDA build's pycaffe ($PREFIX) ahead of the CPU one.
+export PYTHONPATH="$PREFIX/python:$ROOT\${PYTHONPATH:+:\$PYTHONPATH}"
+exec "$PY" "\$@"
+EOF
+  chmod +x "$VENV/bin/caffe-gpu" "$VENV/bin/python-gpu"
+  STEP="link check (CUDA variant, no LD_LIBRARY_PATH)"
+  for f in build/lib/libcaffe.so build/tools/caffe.bin python/caffe/_caffe.so; do
+    if env -u LD_LIBRARY_PATH ldd "$PREFIX/$f" | grep 'not found' >&2; then
+      echo "[setup] $PREFIX/$f: unresolved libraries (above)" >&2; exit 1
+    fi
+  done
+  if [ "$CAFFE_GPU_DEFAULT" != 1 ]; then
+    say "ready: CUDA Caffe in $PREFIX: .venv/bin/caffe-gpu, .venv/bin/python-gpu (.venv's default caffe unchanged)"
+    exit 0
+  fi
+fi
 STEP="wire pycaffe into .venv"
 LOG=""
 echo "$PREFIX/python" >"$SITE/hybridnet_caffe.pth"
@@ -159,7 +250,7 @@ cat >"$VENV/bin/caffe" <<EOF
 # Caffe's command-line tool ($VARIANT build, $PREFIX). It embeds libpython and
 # does not see a virtualenv: hand it the venv's packages and the project so that
 # nets with Python layers (data_prep.layers.HybridData) run through it.
-export PYTHONPATH="$ROOT:$SITE\${PYTHONPATH:+:\$PYTHONPATH}"
+export PYTHONPATH="$ROOT:$PREFIX/python:$EMBED\${PYTHONPATH:+:\$PYTHONPATH}"
 exec "$PREFIX/build/tools/caffe" "\$@"
 EOF
 chmod +x "$VENV/bin/caffe"

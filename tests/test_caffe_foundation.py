@@ -210,7 +210,7 @@ def test_python_layer_forward_and_backward(tmp_path, monkeypatch):
 
 def test_cli_runs_python_layers_through_the_wrapper(tmp_path):
     proto = python_layer_net(tmp_path)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), GLOG_minloglevel='1')
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
     out = subprocess.run([CAFFE_CLI, 'time', '-model', proto, '-iterations', '2'],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -234,9 +234,10 @@ def test_lmdb_and_hdf5_data_layers_serve_what_was_written(tmp_path):
     labels = np.arange(4)
     src = make_lmdb(tmp_path / 'db', images, labels)
     with h5py.File(tmp_path / 'd.h5', 'w') as f:
-        f['data'] = rng.randn(4, 2, 3, 3).astype(np.float32)
-        f['label'] = np.arange(4, dtype=np.float32)
-        h5 = (f['data'][()], f['label'][()])
+        # HDF5Data reads the datasets named like its tops.
+        f['h5data'] = rng.randn(4, 2, 3, 3).astype(np.float32)
+        f['h5label'] = np.arange(4, dtype=np.float32)
+        h5 = (f['h5data'][()], f['h5label'][()])
     write(tmp_path / 'h5list.txt', str(tmp_path / 'd.h5') + '\n')
     n = caffe.NetSpec()
     n.data, n.label = L.Data(source=src, backend=P.Data.LMDB, batch_size=4, ntop=2)
