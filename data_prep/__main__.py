@@ -5,6 +5,7 @@
     python -m data_prep export-record --db data/cityscapes/val --index 0 --out record.npz
 """
 import argparse
+import inspect
 import os
 import sys
 
@@ -83,7 +84,8 @@ def _sample(args):
     module = dataset_module(args.dataset)
     print(f'writing a sample {args.dataset} ({args.count} records per split, seed {args.seed}) to {args.out}',
           file=sys.stderr)
-    module.write_sample(args.out, args.count, args.seed)
+    options = {'progress': True} if 'progress' in inspect.signature(module.write_sample).parameters else {}
+    module.write_sample(args.out, args.count, args.seed, **options)
     print(args.out)
     return 0
 

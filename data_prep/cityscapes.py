@@ -123,7 +123,7 @@ def load_record(root, split, key):
     return Record(image, label, depth, sources)
 
 
-def write_sample(out_dir, count=4, seed=0, **options):
+def write_sample(out_dir, count=4, seed=0, progress=False, **options):
     """A small Cityscapes in the official layout; see `data_prep.sample_cityscapes.write_sample`."""
     from data_prep.sample_cityscapes import write_sample as write  # noqa: PLC0415
-    return write(out_dir, count, seed, **options)
+    return write(out_dir, count, seed, progress=progress, **options)

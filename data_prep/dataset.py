@@ -20,6 +20,7 @@ A dataset module (`data_prep.cityscapes`, `data_prep.sunrgbd`, `data_prep.nyuv2`
     Writes a small dataset in the official layout and file formats; the converter must not be
     able to tell it from the real thing. Writers may live in a module of their own
     (`data_prep/sample_<name>.py`); the dataset module then imports it inside `write_sample`.
+    Optional: a `progress=False` keyword (the CLI passes True when the signature has it).
     `data_prep.synth` renders box/plane scenes with agreeing label and depth, if it helps.
 
 Keep dataset modules light: import only numpy, PIL, cv2, h5py, scipy, json/os/pathlib, and

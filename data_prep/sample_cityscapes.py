@@ -31,18 +31,20 @@ FAR = 250.0            # metres of street drawn
 DROPOUT = 0.01         # fraction of pixels without a stereo match
 
 
-def write_sample(out_dir, count=4, seed=0, splits=('train', 'val', 'test'), size=FULL_SIZE):
+def write_sample(out_dir, count=4, seed=0, splits=('train', 'val', 'test'), size=FULL_SIZE, progress=False):
     """Write `count` records per split under `out_dir`; returns the list of image paths.
 
-    `size` (width, height) other than 2048 x 1024 scales the intrinsics (for quick tests only).
+    `size` (width, height) other than 2048 x 1024 scales the intrinsics (for quick tests only);
+    `progress`: a progress bar on stderr.
     """
+    from tqdm import tqdm  # noqa: PLC0415
+    jobs = [(split_index, split, i) for split_index, split in enumerate(splits) for i in range(count)]
     paths = []
-    for split_index, split in enumerate(splits):
-        for i in range(count):
-            rng = np.random.default_rng([seed, split_index, i])
-            city = CITIES[split][i % 2]
-            stem = f'{city}_{i // 2:06d}_000019'
-            paths.append(_write_record(out_dir, split, city, stem, rng, size))
+    for split_index, split, i in tqdm(jobs, desc='sample cityscapes', unit='img', disable=not progress):
+        rng = np.random.default_rng([seed, split_index, i])
+        city = CITIES[split][i % 2]
+        stem = f'{city}_{i // 2:06d}_000019'
+        paths.append(_write_record(out_dir, split, city, stem, rng, size))
     return paths
 
 
