@@ -37,7 +37,8 @@ TILE = 64
 ZLIB_LEVEL = 1
 MAPS = {'image': np.uint8, 'label': np.uint8, 'depth': np.float32}
 DTYPES = {name: np.dtype(dtype).name for name, dtype in MAPS.items()}
-MAP_SIZE = 1 << 40  # address space reserved, not disk used
+#: LMDB map of a new database; it doubles when full, so readers map about the data's size.
+INITIAL_MAP_SIZE = 1 << 28
 
 
 # ---------------------------------------------------------------------------------- records as tiles
@@ -85,13 +86,21 @@ class Writer:
     def __init__(self, path):
         # metasync=False: one fsync per record instead of two; a crash of the machine may undo the
         # last record, never corrupt the database (LMDB's MDB_NOMETASYNC); close() syncs fully
-        self.env = lmdb.open(str(path), map_size=MAP_SIZE, subdir=True, readahead=False, meminit=False,
+        self.env = lmdb.open(str(path), map_size=INITIAL_MAP_SIZE, subdir=True, readahead=False, meminit=False,
                              metasync=False)
 
     def put(self, values):
-        with self.env.begin(write=True) as txn:
-            for key, value in values.items():
-                txn.put(key, value)
+        """Commit `values` in one transaction, growing the map (x2) when it is full."""
+        while True:
+            try:
+                with self.env.begin(write=True) as txn:
+                    for key, value in values.items():
+                        txn.put(key, value)
+                return
+            except lmdb.MapFullError:
+                self.env.set_mapsize(2 * self.env.info()['map_size'])
+            except lmdb.MapResizedError:  # another writer process grew it
+                self.env.set_mapsize(0)
 
     def put_skipped(self, record_id, note):
         self.put({f'skip/{record_id:08d}'.encode(): json.dumps(note).encode()})
