@@ -3,8 +3,11 @@
 - `data_prep.dataset`: the interface every dataset reader implements (read it first), `Record`.
 - `data_prep.cityscapes`, `data_prep.sunrgbd`, `data_prep.nyuv2`: readers of the official layouts
   and writers of sample datasets in those layouts.
+- `data_prep.synth`: a small z-buffer renderer the sample writers draw scenes with.
 - `data_prep.convert`: the generic converter (workers, resume, atomic rename, --skip-bad, manifest).
-- `data_prep.database`: the on-disk database and `open_database(path)`, the reader the drivers use.
+- `data_prep.database`: the on-disk database (LMDB of zlib tiles) and `open_database(path)`, the
+  reader the drivers use; `write_database` makes one from in-memory records (tests, tools).
+- `data_prep.batches`: crops, flips, subsampling and mean subtraction (no Caffe), worker processes.
 - `data_prep.layers.HybridData`: the Caffe Python data layer of the train and test nets.
 - `python -m data_prep --help`: the command line.
 """
