@@ -371,3 +371,21 @@ def test_a_failing_data_layer_is_reported_with_the_solver(tmp_path, capsys):
     assert run_main('--solver', solver, '--out', tmp_path / 'run') == 1
     err = capsys.readouterr().err
     assert 'solver.prototxt: building the nets failed: JSONDecodeError' in err
+
+
+def test_forked_children_do_not_inherit_the_stop_handler():
+    """A data layer's forked worker must die on SIGTERM (its parent terminates it at exit),
+    not take the parent's 'snapshot and stop' handler."""
+    import multiprocessing
+    from tools.train_guard import StopFlag
+    stop = StopFlag()
+    try:
+        child = multiprocessing.get_context('fork').Process(target=time.sleep, args=(30,))
+        child.start()
+        time.sleep(0.5)   # a signal before the child's Python is set up is dropped by CPython
+        child.terminate()
+        child.join(timeout=10)
+        assert child.exitcode == -signal.SIGTERM
+        assert not stop   # the parent saw nothing
+    finally:
+        stop.restore()

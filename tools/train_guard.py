@@ -11,6 +11,7 @@ fault leaves with `os._exit` (no destructor runs) after flushing its logs, keepi
 good snapshot.
 """
 import math
+import os
 import signal
 import sys
 
@@ -27,9 +28,16 @@ class StopFlag:
 
     def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
         self.signum = None
+        self._pid = os.getpid()
         self._old = {s: signal.signal(s, self._handle) for s in signals}
 
     def _handle(self, signum, frame):
+        if os.getpid() != self._pid:
+            # a forked child (e.g. a data layer's worker) inherited the handler: act as if it
+            # had none, so that its parent can terminate it
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         if self.signum is None:
             self.signum = signum
             sys.stderr.write('\n%s: stopping after this iteration with a snapshot (Ctrl-C again '
