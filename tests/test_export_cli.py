@@ -175,3 +175,29 @@ def test_help(module):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "--net" in result.stdout and "--weights" in result.stdout
+
+
+def test_only_test_phase_layers_are_built(tmp_path):
+    """include/exclude rules as Caffe applies them at TEST, and old net-level inputs."""
+    text = """
+    name: "phases"
+    input: "data"
+    input_shape { dim: 1 dim: 2 dim: 4 dim: 4 }
+    layer { name: "train_only" type: "Power" bottom: "data" top: "train_out"
+            power_param { scale: 3 } include { phase: TRAIN } }
+    layer { name: "not_in_test" type: "Power" bottom: "data" top: "excluded"
+            exclude { phase: TEST } }
+    layer { name: "staged" type: "Power" bottom: "data" top: "staged" include { stage: "x" } }
+    layer { name: "test_only" type: "Power" bottom: "data" top: "out"
+            power_param { scale: 2 shift: 1 } include { phase: TEST } }
+    """
+    prototxt = tmp_path / "phases.prototxt"
+    prototxt.write_text(text)
+    module = CaffeNet(cm.read_prototxt(str(prototxt)))
+    net = caffe.Net(str(prototxt), caffe.TEST)
+    assert module.input_names == ["data"] and module.input_shapes["data"] == (1, 2, 4, 4)
+    assert [name for _, name, *_ in module.graph] == ["test_only"]
+    assert module.output_names == list(net.outputs) == ["out"]
+    x = parity.random_inputs({"data": (1, 2, 4, 4)}, seed=1)
+    expected = parity.caffe_forward(net, x, ["out"])["out"]
+    np.testing.assert_allclose(parity.pytorch_outputs(module, x)["out"], expected, rtol=1e-6)
