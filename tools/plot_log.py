@@ -52,12 +52,12 @@ def plot(run_dir, out=None, smooth=None):
         train = sorted((x for x in rows if x.get('event') == 'iter' and x['stage'] == stage),
                        key=lambda x: x['iter'])
         val = [x for x in rows if x.get('event') == 'val' and x['stage'] == stage]
-        window = smooth or max(1, len(train) // 20)
+        window = smooth or max(1, round(len(train) ** 0.5))
         for c, term in enumerate(panels[stage]):
             ax = axes[r][c]
             its = [x['iter'] for x in train if term in x]
             ys = [x[term] for x in train if term in x]
-            ax.plot(its, ys, color='C0', alpha=0.3, lw=0.8)
+            ax.plot(its, ys, color='C0', alpha=1.0 if term == 'lr' else 0.3, lw=0.8)
             if term != 'lr':
                 ax.plot(its, moving_average(ys, window), color='C0', lw=1.5,
                         label='train (mean of %d)' % window)
@@ -100,7 +100,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m tools.plot_log', description=__doc__.split('\n\n')[0])
     parser.add_argument('run_dir', metavar='RUN_DIR', help='run directory of tools.train')
     parser.add_argument('--out', help='PNG to write (default RUN_DIR/%s)' % PNG)
-    parser.add_argument('--smooth', type=int, help='moving-average window (default: 1/20 of the steps)')
+    parser.add_argument('--smooth', type=int, help='moving-average window (default: the square root of the steps)')
     args = parser.parse_args(argv)
     try:
         out = plot(args.run_dir, args.out, args.smooth)
