@@ -157,3 +157,20 @@ def test_ddp_world_size_one_gloo_cpu(tmp_path):
     assert r['world_size'] == 1 and r['backend'] == 'gloo'
     assert len(r['losses']) == 4 and r['losses'][-1] < r['losses'][0]   # it trains
     assert r['trainable_params'] == 4 * 3 * 3 * 3 + 4 + 5 * 4 + 5       # 'fixed' frozen
+
+
+def test_prepare_writes_the_nets_the_device_check_reads(tmp_path):
+    pytest.importorskip('netgen')
+    m = bench_train.prepare(str(tmp_path), ['deeplab_aspp', 'depthnet'], 'cityscapes', 3)
+    assert set(m['nets']) == {'deeplab_aspp', 'depthnet_global', 'depthnet_gradient', 'depthnet_refine'}
+    assert bench_train.load_manifest(str(tmp_path)) == m
+    entry = m['nets']['deeplab_aspp']
+    assert set(entry) == {'train', 'deploy', 'parity'}
+    train = bench_train.read_net(str(tmp_path / entry['train']))
+    assert train.layer[0].type == 'Input' and train.layer[0].input_param.shape[0].dim[0] == 3
+    assert bench_train.read_net(str(tmp_path / entry['parity'])).layer[0].type == 'DummyData'
+    assert 'parity' not in m['nets']['depthnet_refine']
+    refine = bench_train.read_net(str(tmp_path / m['nets']['depthnet_refine']['train']))
+    frozen = bench_train.frozen_layers(refine)        # the frozen global and gradient stages
+    assert len(frozen) >= 10, frozen
+    assert not bench_train.frozen_layers(train) - {l.name for l in train.layer if 'fixed' in l.name}
