@@ -335,8 +335,8 @@ class StageRun:
         total = sum(self.weights.get(name, 0.0) * v for name, v in values.items())
         row = self.log.write('iter', stage=self.stage.name, iter=solver.iter, lr=lr, loss=total,
                              images_per_s=self.batch / seconds, **values)
-        self.bar.update(1)
         self.bar.set_postfix_str(format_losses(row), refresh=False)
+        self.bar.update(1)
         if solver.iter % self.display == 0 or solver.iter == self.max_iter:
             tqdm.write('%s iter %d/%d lr %.3g %s  %.2f img/s' % (
                 self.stage.name, solver.iter, self.max_iter, lr, format_losses(row),
