@@ -178,6 +178,11 @@ def test_an_existing_run_needs_resume(tmp_path, capsys):
     assert 'already holds a run: pass --resume auto' in capsys.readouterr().err
     assert run_main('--solver', solver, '--out', tmp_path / 'run', '--resume', 'auto') == 0
     assert len(iter_rows(tmp_path / 'run')) == 3   # done: nothing more to train
+    final = tmp_path / 'run' / 'final.caffemodel'
+    assert run_main('--solver', solver, '--out', tmp_path / 'run', '--resume', final) == 1
+    assert 'give a .solverstate (or auto)' in capsys.readouterr().err
+    assert run_main('--solver', solver, '--out', tmp_path / 'run', '--resume', tmp_path / 'x.solverstate') == 1
+    assert 'x.solverstate: no such file' in capsys.readouterr().err
 
 
 # --- signals and NaN (in a subprocess: they end the process) ---------------------------

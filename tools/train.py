@@ -378,8 +378,12 @@ def train(args, stages=None):
     Raises Stopped (a signal), TrainError, ConfigError, SurgeryError (bad input)."""
     stages = stages or plan_stages(args.net, args.dataset, args.solver)
     check_init_flags(args, stages)
-    if args.resume not in (None, 'auto') and not os.path.isfile(args.resume):
-        raise TrainError('--resume %s: no such file' % args.resume)
+    if args.resume not in (None, 'auto'):
+        if not args.resume.endswith('.solverstate'):
+            raise TrainError('--resume %s: give a .solverstate (or auto); to start from a '
+                             '.caffemodel\'s weights use --weights' % args.resume)
+        if not os.path.isfile(args.resume):
+            raise TrainError('--resume %s: no such file' % args.resume)
     if args.gpu is not None:
         from tools.evaluate import gpu_available  # noqa: PLC0415 (the same probe evaluation uses)
         if not gpu_available(args.gpu):
