@@ -1,13 +1,34 @@
-"""python -m netgen: write (or --check) the generated nets, solvers and net docs."""
+"""python -m netgen: write (or --check) the generated nets, solvers and net docs.
+
+Every decision docs/FIDELITY.md records is a constant of netgen/config.py; --set changes
+one for this run (e.g. --set RANDOM_INIT_STD=0.316 --root /tmp/variant writes a variant
+tree; --check with the same --set compares against it)."""
 import argparse
+import ast
 import sys
 
-from . import generate
+from . import config, generate
+
+
+def parse_set(item):
+    """'NAME=VALUE' -> (NAME, value) for an upper-case constant of netgen.config; VALUE
+    is a Python literal (a bare word is taken as a string)."""
+    name, sep, text = item.partition('=')
+    consts = sorted(k for k in vars(config) if k.isupper())
+    if not sep or name not in consts:
+        raise ValueError('--set %s: expected NAME=VALUE with NAME one of: %s' % (
+            item, ', '.join(consts)))
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    return name, value
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog='python -m netgen', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog='nets: %s; datasets: %s' % (', '.join(generate.NAMES),
                                            ', '.join(generate.DATASETS)))
     ap.add_argument('--net', action='append', metavar='NET',
@@ -18,6 +39,14 @@ def main(argv=None):
     ap.add_argument('--check', action='store_true',
                     help='write nothing; exit 1 if a generated file is missing or stale')
     ap.add_argument('--no-draw', action='store_true', help='skip the diagrams')
+    ap.add_argument('--baseline-recipe', choices=config.BASELINE_RECIPES,
+                    help='solver and batch size of DeepLab-ASPP and the DepthNet stages: '
+                         '"hybrid" (default: the hybrid nets\' configuration, paper '
+                         'L362-365) or "parent" (each parent\'s own recipe; DeepLab-ASPP '
+                         'loss_seg weight 1). The checked-in files are "hybrid".')
+    ap.add_argument('--set', action='append', metavar='NAME=VALUE', default=[],
+                    help='override a constant of netgen/config.py for this run '
+                         '(repeatable), e.g. --set FLIP=True')
     ap.add_argument('--print', nargs=3, metavar=('NET', 'DATASET', 'PHASE'),
                     help='print one net (phase train, test or deploy; NET may be '
                          '"depthnet" for its joint deploy net) or the solver (PHASE '
@@ -26,6 +55,10 @@ def main(argv=None):
     nets = tuple(args.net or generate.NETS)
     datasets = tuple(args.dataset or generate.DATASETS)
     try:
+        for name, value in map(parse_set, args.set):
+            setattr(config, name, value)
+        if args.baseline_recipe:
+            config.BASELINE_RECIPE = args.baseline_recipe
         generate.check_names(nets, datasets)
         if args.print:
             net, dataset, phase = args.print
@@ -40,7 +73,7 @@ def main(argv=None):
         print('netgen: %s' % e, file=sys.stderr)
         return 2
     if args.check:
-        problems = generate.check(args.root, nets, datasets)
+        problems = generate.check(args.root, nets, datasets, diagrams=not args.no_draw)
         for p in problems:
             print(p)
         if problems:

@@ -129,10 +129,12 @@ def deploy_input(n, batch_size=1):
 # ---------------------------------------------------------------------------------------
 
 def seg_loss(n, score, weight):
+    """`loss_seg`: softmax cross-entropy (paper's LS, L310-313), 255 ignored, normalised
+    as `config.SEG_LOSS_NORMALIZATION` says, loss_weight `weight` (alpha)."""
     n.loss_seg = L.SoftmaxWithLoss(
         score, n.label, loss_weight=weight,
         loss_param=dict(ignore_label=config.IGNORE_LABEL,
-                        normalization=P.Loss.VALID))
+                        normalization=getattr(P.Loss, config.SEG_LOSS_NORMALIZATION)))
 
 
 def valid_mask(n, name, gt):
@@ -142,12 +144,15 @@ def valid_mask(n, name, gt):
 
 
 def depth_losses(n, head, pred, gt, abs_loss=True):
-    """`loss_<head>_abs` (Euclidean, in DepthNet's 10 m unit) and `loss_<head>_mvn`
-    (Euclidean after per-map mean-variance normalisation), both over valid pixels:
+    """`loss_<head>_abs` (paper's LDabs: Euclidean, weighted as in DepthNet's 10 m unit)
+    and `loss_<head>_mvn` (LDmvn: Euclidean after per-map mean-variance normalisation of
+    both maps), paper L314-321. With `config.DEPTH_LOSS_MASK` both are over valid pixels:
     the prediction is multiplied by the validity mask (gt is 0 where invalid)."""
-    mask = valid_mask(n, '%s_valid' % head, gt)
-    n['%s_masked' % head] = L.Eltwise(pred, mask, operation=P.Eltwise.PROD)
-    masked = n['%s_masked' % head]
+    masked = pred
+    if config.DEPTH_LOSS_MASK:
+        mask = valid_mask(n, '%s_valid' % head, gt)
+        n['%s_masked' % head] = L.Eltwise(pred, mask, operation=P.Eltwise.PROD)
+        masked = n['%s_masked' % head]
     if abs_loss:
         n['loss_%s_abs' % head] = L.EuclideanLoss(
             masked, gt, loss_weight=1.0 / config.DEPTH_LOSS_UNIT_M ** 2)
@@ -204,7 +209,7 @@ def aspp(n, bottom, num_classes, train):
     """ASPP-L: four branches fc6_i (3x3, rate r) - fc7_i (1x1) - fc8_i (1x1, K),
     summed into `fc8` (the class scores, 41 x 41)."""
     scores = []
-    for i, rate in enumerate(config.ASPP_RATES, 1):
+    for i, rate in enumerate(config.ASPP_RATES, 1):  # paper L287-288
         top = conv(n, 'fc6_%d' % i, bottom, 1024, 3, pad=rate, dilation=rate)
         if train:
             top = dropout(n, 'drop6_%d' % i, top)
@@ -222,15 +227,17 @@ def aspp(n, bottom, num_classes, train):
 # ---------------------------------------------------------------------------------------
 
 def alexnet_trunk(n, prefix, bottom, param, conv1_pad, pool5_stride):
-    """AlexNet conv1-conv5, ReLU + LRN after every conv (paper L245-247), max pool
-    3x3 after conv1 and conv5 (L248-251). Layers `<prefix>_conv1`..`<prefix>_conv5`."""
+    """AlexNet conv1-conv5, ReLU + LRN after every conv (paper L245-248; AlexNet's LRN
+    after conv1-2 only with `config.LRN_EVERY_CONV` False), max pool 3x3 after conv1 and
+    conv5 (L248-251). Layers `<prefix>_conv1`..`<prefix>_conv5`."""
+    every = config.LRN_EVERY_CONV
     top = conv(n, prefix + '_conv1', bottom, 96, 11, stride=4, pad=conv1_pad,
                param=param, lrn=True)
     top = max_pool(n, prefix + '_pool1', top, 3, 2, pad=1 if conv1_pad else 0)
     top = conv(n, prefix + '_conv2', top, 256, 5, pad=2, group=2, param=param, lrn=True)
-    top = conv(n, prefix + '_conv3', top, 384, 3, pad=1, param=param, lrn=True)
-    top = conv(n, prefix + '_conv4', top, 384, 3, pad=1, group=2, param=param, lrn=True)
-    top = conv(n, prefix + '_conv5', top, 256, 3, pad=1, group=2, param=param, lrn=True)
+    top = conv(n, prefix + '_conv3', top, 384, 3, pad=1, param=param, lrn=every)
+    top = conv(n, prefix + '_conv4', top, 384, 3, pad=1, group=2, param=param, lrn=every)
+    top = conv(n, prefix + '_conv5', top, 256, 3, pad=1, group=2, param=param, lrn=every)
     return max_pool(n, prefix + '_pool5', top, 3, pool5_stride,
                     pad=0 if pool5_stride == 2 else 1)
 
@@ -274,17 +281,20 @@ def gradient_net(n, bottom, frozen=False):
 
 def refine_net(n, image, context, context_channels, random_std=None):
     """Refining net (paper L260-268): conv1 on the image + ReLU + LRN + max pool
-    (321 -> 161 -> 81), concatenated with the 41 x 41 `context` maps zoomed x2 to 81;
-    conv2-conv4 (5x5, 64, ReLU), conv5 (3x3, 1) scaled to metres: `depth` 1 x 81 x 81."""
+    (321 -> 161 -> 81, `config.REFINE_CONV1`, `REFINE_POOL1`), concatenated with the
+    41 x 41 `context` maps zoomed x2 to 81; four more convs, each + ReLU: conv2-conv4
+    (5x5, 64), conv5 (3x3, 1; its ReLU: `config.REFINE_FINAL_RELU`), scaled to metres:
+    `depth` 1 x 81 x 81."""
     wf = gaussian(random_std) if random_std else XAVIER
-    top = conv(n, 'refine_conv1', image, 96, 11, stride=2, pad=5, wf=wf, lrn=True)
-    img = max_pool(n, 'refine_pool1', top, 3, 2, pad=1)
+    k, s, p = config.REFINE_CONV1
+    top = conv(n, 'refine_conv1', image, 96, k, stride=s, pad=p, wf=wf, lrn=True)
+    img = max_pool(n, 'refine_pool1', top, *config.REFINE_POOL1)
     up = upsample2(n, UP2_PREFIX + 'refine', context, context_channels)
     n.refine_concat = L.Concat(img, up, axis=1)
     top = n.refine_concat
     for i in (2, 3, 4):
         top = conv(n, 'refine_conv%d' % i, top, 64, 5, pad=2, wf=wf)
-    top = conv(n, 'refine_conv5', top, 1, 3, pad=1, wf=wf, relu=False)
+    top = conv(n, 'refine_conv5', top, 1, 3, pad=1, wf=wf, relu=config.REFINE_FINAL_RELU)
     n.depth = L.Power(top, scale=config.DEPTH_OUTPUT_SCALE)
     return n.depth
 

@@ -61,15 +61,17 @@ def expand(nets):
     return out
 
 
-def solver(net, dataset):
-    """SolverParameter of `net` (a trainable net: A1, A2, DeepLab-ASPP or a stage)."""
+def solver(net, dataset, baseline_recipe=None):
+    """SolverParameter of `net` (a trainable net: A1, A2, DeepLab-ASPP or a stage).
+    baseline_recipe: 'hybrid' or 'parent' (default `config.BASELINE_RECIPE`; see
+    `netgen.nets.recipe`)."""
     from caffe.proto import caffe_pb2
-    from .nets import SPECS
+    from .nets import SPECS, recipe
     if net not in SPECS:
         raise ValueError('no solver for %r; nets with a solver: %s' % (
             net, ', '.join(SPECS)))
-    spec, p = SPECS[net], paths(net, dataset)
-    r = spec.solver
+    p = paths(net, dataset)
+    r = recipe(net, baseline_recipe).solver
     s = caffe_pb2.SolverParameter()
     s.train_net = p['train']
     s.test_net.append(p['test'])

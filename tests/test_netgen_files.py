@@ -11,7 +11,7 @@ import pytest
 
 import netgen
 from netgen import config, generate, shapes
-from netgen.nets import SPECS, build
+from netgen.nets import SPECS, build, recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINABLE = list(SPECS)           # a1, a2, deeplab_aspp and the three DepthNet stages
@@ -22,7 +22,7 @@ PARAM_STR_KEYS = {'source', 'batch_size', 'crop_size', 'train', 'mirror', 'flip'
 EXPECTED_LOSSES = {
     'a1': {'loss_seg': 1000, 'loss_depth_abs': 0.01, 'loss_depth_mvn': 1},
     'a2': {'loss_seg': 1000, 'loss_depth_abs': 0.01, 'loss_depth_mvn': 1},
-    'deeplab_aspp': {'loss_seg': 1},
+    'deeplab_aspp': {'loss_seg': 1000},     # the hybrid configuration (paper L362-365)
     'depthnet_global': {'loss_global_abs': 0.01, 'loss_global_mvn': 1},
     'depthnet_gradient': {'loss_gradient_mvn': 1},
     'depthnet_refine': {'loss_depth_abs': 0.01, 'loss_depth_mvn': 1},
@@ -93,6 +93,15 @@ def test_cli_rejects_unknown_names():
         assert all(v in r.stderr for v in valid), r.stderr
 
 
+def test_cli_help():
+    r = subprocess.run([sys.executable, '-m', 'netgen', '--help'], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for word in ('--check', '--net', '--dataset', '--baseline-recipe', '--set', '--print'):
+        assert word in r.stdout
+    assert all(n in r.stdout for n in netgen.NAMES + netgen.DATASETS)
+
+
 def test_cli_print():
     r = subprocess.run([sys.executable, '-m', 'netgen', '--print', 'depthnet', 'nyuv2',
                         'deploy'], cwd=ROOT, capture_output=True, text=True)
@@ -161,7 +170,8 @@ def test_data_layer_contract(net):
             assert p['crop_size'] == 321 and p['mean'] == list(config.MEAN_BGR)
             assert p['train'] is (phase == 'train') and p['mirror'] is (phase == 'train')
             assert p['flip'] is False
-            assert p['batch_size'] == (spec.batch if phase == 'train' else 1)
+            assert p['batch_size'] == (7 if phase == 'train' else 1)
+            assert recipe(net).batch == 7
             assert p['label_size'] == (41 if spec.seg else None)
             tops = ['data'] + (['label'] if spec.seg else []) + [t for t, _ in spec.depth_gt]
             assert list(data.top) == tops
@@ -283,7 +293,7 @@ def test_geometry_of_the_paper():
     assert lrn == ['global_conv%d' % i for i in range(1, 6)] + ['refine_conv1']
     relu = {l.bottom[0] for l in a2.layer if l.type == 'ReLU'}
     assert {'refine_conv2', 'refine_conv3', 'refine_conv4'} <= relu
-    assert 'refine_conv5' not in relu
+    assert 'refine_conv5' not in relu          # DepthNet's linear output (FIDELITY.md)
 
 
 # --- solvers ----------------------------------------------------------------------------------
@@ -302,15 +312,55 @@ def test_solvers():
             assert (s.base_lr, s.lr_policy, s.max_iter) == (pytest.approx(2.5e-6), 'poly',
                                                             100000)
             assert s.weight_decay == pytest.approx(0.005)
-        s = netgen.solver('deeplab_aspp', ds)
-        assert (s.base_lr, s.lr_policy, s.power, s.max_iter) == (
-            pytest.approx(1e-3), 'poly', pytest.approx(0.9), 20000)
-        for stage in netgen.STAGES['depthnet']:
-            s = netgen.solver(stage, ds)
-            assert (s.lr_policy, s.max_iter) == ('fixed', 100000)
+        fields = ('base_lr', 'lr_policy', 'power', 'max_iter', 'momentum', 'weight_decay')
+        hybrid = [getattr(netgen.solver('a1', ds), f) for f in fields]
+        for net in ('deeplab_aspp',) + netgen.STAGES['depthnet']:   # paper L362-365
+            assert [getattr(netgen.solver(net, ds), f) for f in fields] == hybrid, net
+        # the parents' own recipes, one flag away
+        s = netgen.solver('deeplab_aspp', ds, baseline_recipe='parent')
+        assert (s.base_lr, s.lr_policy, s.power, s.max_iter, s.weight_decay) == (
+            pytest.approx(1e-3), 'poly', pytest.approx(0.9), 20000, pytest.approx(5e-4))
+        for stage, lr in zip(netgen.STAGES['depthnet'], (5e-4, 2.5e-4, 2.5e-5)):
+            s = netgen.solver(stage, ds, baseline_recipe='parent')
+            assert (s.base_lr, s.lr_policy, s.max_iter) == (pytest.approx(lr), 'fixed',
+                                                            100000)
             assert s.weight_decay == pytest.approx(0.005)
+        assert netgen.solver('a1', ds, baseline_recipe='parent') == netgen.solver('a1', ds)
     with pytest.raises(ValueError):
         netgen.solver('depthnet', 'cityscapes')
+    with pytest.raises(ValueError, match='hybrid, parent'):
+        netgen.solver('a1', 'cityscapes', baseline_recipe='deeplab')
+
+
+def test_parent_recipe_nets():
+    """--baseline-recipe parent: the parents' batch sizes and DeepLab's loss weight 1."""
+    def batch(proto):
+        return json.loads(proto.layer[0].python_param.param_str)['batch_size']
+    for net, b in (('deeplab_aspp', 10), ('depthnet_global', 32), ('depthnet_gradient', 32),
+                   ('depthnet_refine', 16), ('a1', 7), ('a2', 7)):
+        assert batch(build(net, 'nyuv2', 'train', baseline_recipe='parent')) == b, net
+    proto = build('deeplab_aspp', 'nyuv2', 'train', baseline_recipe='parent')
+    assert [l.loss_weight[0] for l in proto.layer if l.type in LOSS_TYPES] == [1]
+
+
+def test_cli_variants(tmp_path, monkeypatch, capsys):
+    """--baseline-recipe and --set write variants (and --check compares against them)."""
+    from netgen.__main__ import main
+    for name in ('BASELINE_RECIPE', 'FLIP'):          # main() sets them: restore after
+        monkeypatch.setattr(config, name, getattr(config, name))
+
+    def run(*args):
+        return main(['--root', str(tmp_path), '--no-draw', '--net', 'deeplab_aspp',
+                     '--dataset', 'nyuv2'] + list(args))
+    assert run('--baseline-recipe', 'parent', '--set', 'FLIP=True') == 0
+    solver = (tmp_path / 'solvers' / 'deeplab_aspp_nyuv2.prototxt').read_text()
+    assert 'base_lr: 0.001' in solver
+    train = (tmp_path / 'prototxt' / 'deeplab_aspp_nyuv2' / 'train.prototxt').read_text()
+    assert '\\"flip\\": true' in train and '\\"batch_size\\": 10' in train
+    assert run('--check', '--baseline-recipe', 'parent', '--set', 'FLIP=True') == 0
+    capsys.readouterr()
+    assert run('--set', 'NO_SUCH=1') == 2
+    assert 'RANDOM_INIT_STD' in capsys.readouterr().err
 
 
 def test_diagram(tmp_path):
@@ -319,3 +369,48 @@ def test_diagram(tmp_path):
     assert generate.draw(str(png), proto) is True
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert generate.draw(str(png), proto) is False          # unchanged: not rewritten
+
+
+# --- the decision flags of docs/FIDELITY.md ("## Nets") ---------------------------------------
+
+def test_decision_flags(monkeypatch):
+    """Each constant the decision record names changes what it says it changes."""
+    from caffe.proto import caffe_pb2
+    def a2(**flags):
+        for k, v in flags.items():
+            monkeypatch.setattr(config, k, v)
+        try:
+            proto = build('a2', 'cityscapes', 'train')
+        finally:
+            monkeypatch.undo()
+        return proto, {l.name: l for l in proto.layer}
+
+    base, L = a2()
+    assert not [l for l in base.layer if l.top[0].startswith('loss_global')]
+    p, l = a2(A2_GLOBAL_LOSS=True)
+    assert json.loads(p.layer[0].python_param.param_str)['depth_sizes'] == [81, 41]
+    assert {'loss_global_abs', 'loss_global_mvn'} <= set(l)
+    assert list(l['global_masked'].bottom) == ['depth_global', 'global_valid']
+    _, l = a2(LRN_EVERY_CONV=False)
+    assert [n for n in l if n.startswith('norm_global')] == ['norm_global_conv1',
+                                                              'norm_global_conv2']
+    _, l = a2(REFINE_FINAL_RELU=True)
+    assert 'relu_refine_conv5' not in L and 'relu_refine_conv5' in l
+    _, l = a2(DEPTH_LOSS_MASK=False)
+    assert list(l['loss_depth_abs'].bottom) == ['depth', 'depth_gt_81']
+    _, l = a2(REFINE_VGG_BLOB='conv5_3')
+    assert list(l['refine_context'].bottom) == ['depth_global', 'conv5_3']
+    with pytest.raises(ValueError, match='pool5'):
+        a2(REFINE_VGG_BLOB='conv1_1')
+    assert [p.lr_mult for p in L['refine_conv1'].param] == pytest.approx([0.001, 0.001])
+    assert [p.lr_mult for p in L['refine_conv5'].param] == pytest.approx([0.01, 0.01])
+    _, l = a2(LR_MULT_OVERRIDES={'refine_conv3': (0.5, 0.25)})
+    assert [p.lr_mult for p in l['refine_conv3'].param] == pytest.approx([0.5, 0.25])
+    assert [p.lr_mult for p in l['refine_conv1'].param] == [1, 2]
+    _, l = a2(SEG_LOSS_NORMALIZATION='NONE')
+    assert l['loss_seg'].loss_param.normalization == caffe_pb2.LossParameter.NONE
+    _, l = a2(RANDOM_INIT_STD=0.1 ** 0.5)
+    assert l['refine_conv3'].convolution_param.weight_filler.std == pytest.approx(0.316228)
+    _, l = a2(FLIP=True, CROP_SIZE=353)
+    p = json.loads(l['hybrid_data'].python_param.param_str)
+    assert p['flip'] is True and p['crop_size'] == 353
