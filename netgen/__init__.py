@@ -3,7 +3,8 @@
 `python -m netgen` writes `prototxt/`, `solvers/`, `docs/nets/README.md` and the
 diagrams `docs/nets/*.png`; `python -m netgen --check` fails (exit 1, listing the files)
 when a checked-in file differs from what the generators produce now. Run
-`python -m netgen --help` for the options (--net, --dataset, --root, --no-draw, --print).
+`python -m netgen --help` for the options (--net, --dataset, --root, --no-draw, --print,
+--baseline-recipe, --set).
 
 Nets (`NETS`; DepthNet trains in three stages, `STAGES['depthnet']`):
 
@@ -36,8 +37,10 @@ protos do):
   in its released model (`global_conv1` -> `conv1`, ..., `global_fc6` -> `fc-main`,
   `global_fc7` -> `fc-depth`), for weight surgery by name.
 
-Decisions where the paper is silent are constants of `netgen.config` (docs/FIDELITY.md,
-"## Nets", names each); `python -m netgen --set NAME=VALUE` builds a variant.
+Decisions where the paper is silent or ambiguous are constants of `netgen.config`
+(docs/FIDELITY.md, "## Nets": its audit table maps each paper statement to the generator,
+the emitted layers and the test; its decision record names each constant);
+`python -m netgen --set NAME=VALUE` builds a variant.
 
 Contracts (docs/DESIGN.md): deploy input `data` N x 3 x 321 x 321 (BGR minus MEAN_BGR);
 outputs `seg_prob` N x K x 41 x 41, `depth` N x 1 x 81 x 81 (metres), `depth_global`
@@ -45,9 +48,9 @@ N x 1 x 41 x 41 (metres) where the net has them (`depthnet_gradient`'s deploy ne
 `gradient` N x 2 x 41 x 41). Train/test nets read `data/<dataset>/<split>` through
 `HybridData` (tops `data`, `label` (41), `depth_gt_81` or `depth_gt_41`); every top named
 `loss_*` is a loss term: `loss_seg` (weight 1000; 1 in DeepLab-ASPP under the parent
-recipe),
-`loss_depth_abs` / `loss_depth_mvn` (refined depth), `loss_global_abs` /
-`loss_global_mvn` (global stage), `loss_gradient_mvn` (gradient stage).
+recipe), `loss_depth_abs` (weight 0.01: DepthNet's 10 m unit) / `loss_depth_mvn` (refined
+depth), `loss_global_abs` / `loss_global_mvn` (global stage), `loss_gradient_mvn`
+(gradient stage).
 """
 from .config import DATASETS, DEPTHNET_LAYER_MAP
 from .generate import NAMES, NETS, STAGES, check, paths, solver, write_all
