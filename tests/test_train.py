@@ -394,3 +394,19 @@ def test_forked_children_do_not_inherit_the_stop_handler():
         assert not stop   # the parent saw nothing
     finally:
         stop.restore()
+
+
+def test_loss_weight_override(tmp_path, capsys):
+    """--loss-weight rewrites the run's train net; the logged total uses the new weights."""
+    solver = hybrid_solver(tmp_path, max_iter=2)
+    assert run_main('--solver', solver, '--out', tmp_path / 'run', '--loss-weight', 'loss_seg=10',
+                    '--loss-weight', 'loss_depth_mvn=0') == 0
+    net = solver_config.read_net(str(tmp_path / 'run' / 'train.prototxt'))
+    weights = {l.top[0]: list(l.loss_weight) for l in net.layer if l.top and l.top[0].startswith('loss_')}
+    assert weights == {'loss_seg': [10.0], 'loss_depth_abs': [pytest.approx(0.01)], 'loss_depth_mvn': [0.0]}
+    row = iter_rows(tmp_path / 'run')[0]
+    assert row['loss'] == pytest.approx(10 * row['loss_seg'] + 0.01 * row['loss_depth_abs'], rel=1e-5)
+    assert run_main('--solver', solver, '--out', tmp_path / 'other', '--loss-weight', 'loss_x=1') == 1
+    assert 'no top named loss_x (loss tops: loss_seg, loss_depth_abs, loss_depth_mvn)' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.parse_args(['--solver', solver, '--loss-weight', 'seg=3'])

@@ -150,6 +150,22 @@ def replace_fillers(net, filler):
     return changed
 
 
+def set_loss_weights(net, weights, net_path):
+    """loss_weight of the layers whose top is a key of `weights` ({top: weight})."""
+    found = set()
+    for layer in net.layer:
+        for index, top in enumerate(layer.top):
+            if top in weights:
+                while len(layer.loss_weight) < len(layer.top):
+                    layer.loss_weight.append(0.0)
+                layer.loss_weight[index] = weights[top]
+                found.add(top)
+    missing = sorted(set(weights) - found)
+    if missing:
+        raise ConfigError('%s: no top named %s (loss tops: %s)' % (net_path, ', '.join(missing), ', '.join(
+            t for layer in net.layer for t in layer.top if t.startswith('loss_'))))
+
+
 def check_databases(sources):
     """Raise ConfigError naming the first database directory without a manifest."""
     for source in sources:
@@ -162,7 +178,7 @@ def check_databases(sources):
 
 def write_run_copy(solver_path, run_dir, stage, *, base_dir='.', max_iter=None, seed=None,
                    base_lr=None, batch_size=None, data_root=None, keep_test_net=False,
-                   filler='as-generated', solver_type=None, check_data=True):
+                   filler='as-generated', solver_type=None, loss_weights=None, check_data=True):
     """Write `run_dir`/{solver,train[,test]}.prototxt from the solver at `solver_path`.
 
     Relative paths in the solver and in the data layers are relative to `base_dir` (the repo
@@ -170,7 +186,8 @@ def write_run_copy(solver_path, run_dir, stage, *, base_dir='.', max_iter=None, 
     `run_dir`/snapshots/`stage`, `snapshot: 0` (the driver snapshots), Caffe's own display
     and testing off (the driver logs and tests), and the given overrides (`filler`: see
     `replace_fillers`; it changes only the train net, whose weights the test net shares;
-    `solver_type`: Caffe's solver `type`, e.g. 'Adam', with the file's momentum as beta1). Returns
+    `solver_type`: Caffe's solver `type`, e.g. 'Adam', with the file's momentum as beta1;
+    `loss_weights`: {loss top: weight} in the train net). Returns
     (path of the copy, its SolverParameter, database directories the nets read)."""
     solver = read_solver(solver_path)
     if solver.HasField('net') or solver.HasField('net_param') or solver.HasField('train_net_param'):
@@ -190,6 +207,8 @@ def write_run_copy(solver_path, run_dir, stage, *, base_dir='.', max_iter=None, 
         sources = _rewrite_data_layers(net, src, base_dir, data_root, batch)
         if train and filler != 'as-generated':
             replace_fillers(net, filler)
+        if train and loss_weights:
+            set_loss_weights(net, loss_weights, src)
         dst = os.path.join(run_dir, out_name)
         write_proto(dst, net)
         return dst, sources

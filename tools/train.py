@@ -223,7 +223,8 @@ class StageRun:
             stage.solver, self.dir, stage.name, base_dir=os.getcwd() if args.solver else REPO,
             max_iter=args.iters,
             seed=args.seed, base_lr=args.base_lr, batch_size=args.batch, data_root=args.data,
-            keep_test_net=args.test_every > 0, filler=args.filler, solver_type=args.solver_type)
+            keep_test_net=args.test_every > 0, filler=args.filler, solver_type=args.solver_type,
+            loss_weights=dict(args.loss_weight))
         self.max_iter = self.param.max_iter
         self.snapshot_every = args.snapshot_every or self.source.snapshot
         self.display = args.display or self.source.display or 20
@@ -427,6 +428,17 @@ def train(args, stages=None):
     return os.path.join(run_dir, FINAL)
 
 
+def loss_weight(text):
+    """argparse type of --loss-weight: 'loss_x=0.5' -> ('loss_x', 0.5)."""
+    name, _, value = text.partition('=')
+    try:
+        if not name.startswith(LOSS_PREFIX):
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError('expected %sNAME=WEIGHT, got %r' % (LOSS_PREFIX, text)) from None
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog='python -m tools.train', description=__doc__.split('\n\n')[0],
@@ -462,6 +474,9 @@ def parse_args(argv=None):
                              'from scratch such as `make demo`)')
     parser.add_argument('--solver-type', choices=SOLVER_TYPES,
                         help='Caffe solver type override (default: the solver\'s, SGD)')
+    parser.add_argument('--loss-weight', type=loss_weight, action='append', default=[],
+                        metavar='TOP=W', help='loss weight override, repeatable, e.g. loss_seg=100 '
+                                              '(the paper\'s alpha is 1000, L322-325)')
     parser.add_argument('--seed', type=int, default=1, help='Caffe random seed (default 1)')
     parser.add_argument('--snapshot-every', type=int, metavar='N',
                         help='snapshot interval (default: the solver\'s snapshot field)')
