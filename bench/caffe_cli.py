@@ -45,7 +45,7 @@ def gpu_present():
 
 
 def _run(cmd, tf32=False, timeout=3600):
-    env = dict(os.environ, GLOG_logtostderr='1')
+    env = dict(os.environ, GLOG_logtostderr='1', GLOG_minloglevel='0')  # the logs are parsed
     env.pop('CAFFE_TF32', None)
     if tf32:
         env['CAFFE_TF32'] = '1'

@@ -210,7 +210,8 @@ def test_python_layer_forward_and_backward(tmp_path, monkeypatch):
 
 def test_cli_runs_python_layers_through_the_wrapper(tmp_path):
     proto = python_layer_net(tmp_path)
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    # Importing tools.train / tools.evaluate quiets glog for this process (and its children).
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), GLOG_minloglevel='0')
     out = subprocess.run([CAFFE_CLI, 'time', '-model', proto, '-iterations', '2'],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
