@@ -256,3 +256,20 @@ def test_gpu_bundle_holds_what_the_device_check_needs(cuda_prefix, tmp_path):
     env = dict(os.environ, CUDA_LIBS='%s:/usr/local/cuda/lib64' % wheels)
     r = subprocess.run([str(x / b / 'bin' / 'caffe'), '--ldd'], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_cuda_build_trains_in_cpu_mode_like_the_cpu_build(cuda_prefix, tmp_path):
+    """Without a driver the CUDA build still runs CPU mode (cuBLAS/cuRAND handles fail
+    and are logged, not fatal): same CPU code, same losses as the CPU build."""
+    from google.protobuf import text_format
+    from bench import caffe_cli
+    from tests.test_gpu_bench import TINY_TRAIN, _net
+    net = tmp_path / 'n.prototxt'
+    net.write_text(text_format.MessageToString(caffe_cli.dummy_data_net(_net(TINY_TRAIN))))
+    solver = tmp_path / 's.prototxt'
+    solver.write_text(caffe_cli.parity_solver(str(net), str(tmp_path / 'snap'), base_lr=0.01,
+                                              iterations=2, gpu=False))
+    cpu = caffe_cli.caffe_train_losses(os.path.join(ROOT, '.venv', 'bin', 'caffe'), str(solver))[0]
+    cuda_tool = os.path.join(cuda_prefix, 'build', 'tools', 'caffe')
+    cuda = caffe_cli.caffe_train_losses(cuda_tool, str(solver))[0]
+    assert cuda == cpu and len(cpu) == 3
