@@ -47,7 +47,9 @@ cat >"$B/pyshim/caffe/__init__.py" <<'EOF'
 EOF
 
 # Shared libraries: everything ldd resolves outside glibc/libstdc++ and CUDA.
-skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|libpthread\.so|librt\.so|libstdc\+\+\.so|libgcc_s\.so|libcudart|libcublas|libcublasLt|libcurand|libnccl|libcuda\.so)'
+# glibc's own libraries (libresolv, libutil, ... use its private symbols: the host's must be
+# used), the C++ runtime (the host's is newer) and CUDA's.
+skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libmvec\.so|libdl\.so|libpthread\.so|librt\.so|libresolv\.so|libutil\.so|libanl\.so|libnsl\.so|libcrypt\.so|libstdc\+\+\.so|libgcc_s\.so|libcudart|libcublas|libcublasLt|libcurand|libnccl|libcuda\.so)'
 for f in "$B/bin/caffe.bin" "$B/lib/$(basename "$real")" "$B/python/caffe/_caffe.so"; do
   LD_LIBRARY_PATH="$PREFIX/build/lib" ldd "$f"
 done | awk '/=> \// {print $1, $3}' | sort -u | while read -r name path; do

@@ -245,7 +245,7 @@ def test_gpu_bundle_holds_what_the_device_check_needs(cuda_prefix, tmp_path):
     libs = {n.split('/')[-1] for n in names if n.startswith(b + 'lib/')}
     for debian in ('libglog.so.1', 'libprotobuf.so.32', 'libopenblas.so.0'):
         assert any(l.startswith(debian.split('.so')[0]) for l in libs), (debian, libs)
-    assert not any(l.startswith(('libcublas', 'libcurand', 'libcudart', 'libc.so', 'libstdc++'))
+    assert not any(l.startswith(('libcublas', 'libcurand', 'libcudart', 'libc.so', 'libstdc++', 'libresolv'))
                    for l in libs), libs
     assert out.stat().st_size < 60 * 2 ** 20    # the device tool carries at most 64 MiB
     # The bundle's tool runs here (no GPU needed for --version) with only lib/ + CUDA's.
