@@ -10,7 +10,7 @@ difference is within --tol (1e-3, issue 8) and only the TF32 run logged that TF3
 
 From a random start A2's refining net (Gaussian std sqrt(0.1), the paper's init) blows its
 depth loss up to ~1e11 and one step at the paper's rate to inf: for A2 use --base-lr 0
-(two forward passes, backward still run); DeepLab-ASPP takes a real step at its 1e-3.
+(two forward passes, backward still run); DeepLab-ASPP takes a real step (1e-6: its loss_seg weighs 1000).
 
     python bench/tf32_parity.py --caffe .venv/bin/caffe-gpu --net DIR/a2.parity.prototxt
 

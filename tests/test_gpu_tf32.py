@@ -44,13 +44,13 @@ def test_device_query_uses_cuda13_attributes():
 
 def test_tf32_parity_deeplab_aspp_one_sgd_step(nets):
     r = parity(CAFFE_GPU, str(nets / 'deeplab_aspp.parity.prototxt'), gpu=0, iterations=1,
-               base_lr=1e-3)
+               base_lr=1e-6)   # loss_seg weighs 1000 here: the step of DeepLab's 1e-3 at weight 1
     assert r['tf32_applied'] and r['fp32_clean'], r
     assert r['max_rel_diff'] <= 1e-3, json.dumps(r, indent=1)
 
 
 def test_tf32_parity_a2_forward(nets):
-    # lr 0: A2's random init (the paper's std sqrt(0.1) refining net) overflows after a step.
+    # lr 0: from a random start A2 is not guaranteed to stay finite after a step (FIDELITY.md).
     r = parity(CAFFE_GPU, str(nets / 'a2.parity.prototxt'), gpu=0, iterations=1, base_lr=0)
     assert r['tf32_applied'] and r['fp32_clean'], r
     assert r['max_rel_diff'] <= 1e-3, json.dumps(r, indent=1)
