@@ -41,9 +41,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from bench import caffe_cli  # noqa: E402
-
-NETS = ('a1', 'a2', 'deeplab_aspp', 'depthnet')
-STAGES = {'depthnet': ('depthnet_global', 'depthnet_gradient', 'depthnet_refine')}
+from netgen.generate import NETS, expand  # noqa: E402
 PERFORMANCE_MD = os.path.join(ROOT, 'docs', 'PERFORMANCE.md')
 SECTION = '## Training speed'
 SECTION_INTRO = """\
@@ -57,15 +55,6 @@ timed iterations, after one untimed warm-up iteration. TF32: `CAFFE_TF32=1` for 
 `torch.backends.cuda.matmul.allow_tf32` and `torch.backends.cudnn.allow_tf32` for
 PyTorch; fp32 columns have both off. "n/a" says why in the notes below a table.
 """
-
-
-def expand(nets):
-    out = []
-    for n in nets:
-        for m in STAGES.get(n, (n,)):
-            if m not in out:
-                out.append(m)
-    return out
 
 
 # --- the nets ------------------------------------------------------------------------------
