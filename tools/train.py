@@ -38,7 +38,7 @@ from tqdm import tqdm  # noqa: E402
 import caffe  # noqa: E402
 import netgen  # noqa: E402
 from netgen.fixed_weights import fill_fixed_weights  # noqa: E402
-from tools import plot_log, solver_config, surgery, train_guard  # noqa: E402
+from tools import classifier_init, plot_log, solver_config, surgery, train_guard  # noqa: E402
 from tools.train_log import LOG_FILE, TrainLog, format_losses  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,7 +133,7 @@ def warn_random(log, part, flag, paper, filler):
     log.write('warning', message=text)
 
 
-def initialise(net, stage, args, run_dir, stages, log):
+def initialise(net, stage, args, run_dir, stages, log, train_net_path=None):
     """Surgery on a fresh stage net (paper L297-304). Returns the layers copied per source."""
     say = lambda message: tqdm.write(message)  # noqa: E731
     copied = {}
@@ -159,8 +159,23 @@ def initialise(net, stage, args, run_dir, stages, log):
         copied[name] = surgery.copy_shared_layers(net, weights, say)
     for weights in args.weights:
         copied[weights] = surgery.copy_shared_layers(net, weights, say, required=len(stages) == 1)
+    if args.init_classifier:
+        copied['classifier'] = fit_classifier(net, train_net_path, args.init_classifier, say)
     log.write('init', stage=stage.name, copied=copied)
     return copied
+
+
+def fit_classifier(net, train_net_path, batches, say):
+    """--init-classifier (demo only): fc8_i by ridge regression on the features of a TEST-phase
+    twin of the train net that shares its weights (tools.classifier_init)."""
+    if any(classifier_init.SCORES % b not in net.params for b in classifier_init.BRANCHES):
+        raise TrainError('--init-classifier: the net has no ASPP classifier (fc8_1..fc8_4)')
+    twin = caffe.Net(train_net_path, caffe.TEST)
+    twin.share_with(net)
+    fill_fixed_weights(twin)
+    accuracy = classifier_init.init_classifier(net, twin, batches, say)
+    del twin
+    return dict(batches=batches, pixel_accuracy=accuracy)
 
 
 def check_init_flags(args, stages):
@@ -253,7 +268,8 @@ class StageRun:
             self.log.write('resume', stage=self.stage.name, iter=self.solver.iter, state=state,
                            data=data)
         else:
-            initialise(self.net, self.stage, self.args, run_dir, stages, self.log)
+            initialise(self.net, self.stage, self.args, run_dir, stages, self.log,
+                       self.param.train_net)
         self.losses = loss_names(self.net)
         if not self.losses:
             raise TrainError('%s: the train net has no loss top named %s*' % (
@@ -468,6 +484,10 @@ def parse_args(argv=None):
                         help='train this solver prototxt instead of the generated one(s)')
     parser.add_argument('--batch', type=int, metavar='N', help='train batch size (default: the net\'s)')
     parser.add_argument('--base-lr', type=float, metavar='LR', help='base learning rate override')
+    parser.add_argument('--init-classifier', type=int, default=0, metavar='N',
+                        help='demo only: fit the ASPP classifier fc8_i by ridge regression on the '
+                             'features of N training batches before training (a stand-in for a '
+                             'pretrained model; tools/classifier_init.py)')
     parser.add_argument('--filler', choices=solver_config.FILLERS, default='as-generated',
                         help='weight fillers of the layers no model initialises: as generated '
                              '(the paper\'s Gaussian, default) or msra (He et al.; for short runs '
