@@ -60,6 +60,22 @@ def test_init_classifier_fits_the_four_branches(tmp_path):
     assert right / total > 0.9
 
 
+def test_probe_classifier_refits_after_training(tmp_path):
+    solver = T.write_solver(str(tmp_path / 'cfg'), 'aspp', aspp_toy_net(), base_lr=1e-3, max_iter=3)
+    run = tmp_path / 'run'
+    assert train.main(['--quiet', '--no-plot', '--solver', solver, '--out', str(run),
+                       '--probe-classifier', '4', '--snapshot-every', '3']) == 0
+    events = [r['event'] for r in read_log(run)]
+    assert events.index('probe') < events.index('done')
+    probe = next(r for r in read_log(run) if r['event'] == 'probe')
+    assert probe['iter'] == 3 and probe['pixel_accuracy'] > 0.95
+    model = caffe.Net(str(run / 'train.prototxt'), str(run / 'final.caffemodel'), caffe.TEST)
+    test = T.make_net(aspp_toy_net(seed=7), str(tmp_path))
+    test.share_with(model)
+    test.forward()
+    assert np.mean(test.blobs['fc8'].data.argmax(1) == test.blobs['label'].data[:, 0]) > 0.9
+
+
 def test_init_classifier_needs_aspp_scores(tmp_path, capsys):
     solver = T.write_solver(str(tmp_path / 'cfg'), 'hybrid', T.hybrid_net(), max_iter=1)
     assert train.main(['--quiet', '--no-plot', '--solver', solver, '--out', str(tmp_path / 'run'),

@@ -44,7 +44,8 @@ def test_demo_chains_sample_convert_train_evaluate(tmp_path, monkeypatch, capsys
     assert commands[1][3:] == ['cityscapes', '--root', out + '/sample', '--out', out + '/data']
     train = commands[2]
     for flag, value in (('--net', 'a2'), ('--data', out + '/data'), ('--iters', '5'),
-                        ('--batch', '1'), ('--filler', 'msra'), ('--solver-type', 'Adam')):
+                        ('--batch', '1'), ('--filler', 'msra'), ('--solver-type', 'Adam'),
+                        ('--init-classifier', '8'), ('--probe-classifier', '8')):
         assert train[train.index(flag) + 1] == value
     assert '--cpu' in train
     evaluate = commands[3]

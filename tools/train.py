@@ -274,6 +274,10 @@ class StageRun:
         if not self.losses:
             raise TrainError('%s: the train net has no loss top named %s*' % (
                 self.solver_path, LOSS_PREFIX))
+        if (self.args.init_classifier or self.args.probe_classifier) and any(
+                classifier_init.SCORES % b not in self.net.params for b in classifier_init.BRANCHES):
+            raise TrainError('--init-classifier / --probe-classifier: the net has no ASPP '
+                             'classifier (fc8_1..fc8_4)')
         self.weights = self.net.blob_loss_weights
         self.batch = self.net.blobs[self.net.inputs[0] if self.net.inputs else
                                     next(iter(self.net.blobs))].data.shape[0]
@@ -327,7 +331,11 @@ class StageRun:
                 if bad:
                     self.halt_nonfinite('weights of %s are not finite' % ', '.join(bad))
             self.step()
-        if self.last_snapshot is None or snapshot_iteration(self.last_snapshot) != solver.iter:
+        if args.probe_classifier:
+            probe = fit_classifier(self.net, self.param.train_net, args.probe_classifier, tqdm.write)
+            self.log.write('probe', stage=self.stage.name, iter=solver.iter, **probe)
+        if args.probe_classifier or self.last_snapshot is None or \
+                snapshot_iteration(self.last_snapshot) != solver.iter:
             self.snapshot()
         self.bar.close()
         final = os.path.join(self.dir, FINAL)
@@ -488,6 +496,9 @@ def parse_args(argv=None):
                         help='demo only: fit the ASPP classifier fc8_i by ridge regression on the '
                              'features of N training batches before training (a stand-in for a '
                              'pretrained model; tools/classifier_init.py)')
+    parser.add_argument('--probe-classifier', type=int, default=0, metavar='N',
+                        help='demo only: after training, refit fc8_i the same way on the trained '
+                             'features (a linear probe; the final weights hold it)')
     parser.add_argument('--filler', choices=solver_config.FILLERS, default='as-generated',
                         help='weight fillers of the layers no model initialises: as generated '
                              '(the paper\'s Gaussian, default) or msra (He et al.; for short runs '
