@@ -45,7 +45,8 @@ def test_demo_chains_sample_convert_train_evaluate(tmp_path, monkeypatch, capsys
     train = commands[2]
     for flag, value in (('--net', 'a2'), ('--data', out + '/data'), ('--iters', '5'),
                         ('--batch', '1'), ('--filler', 'msra'), ('--solver-type', 'Adam'),
-                        ('--init-classifier', '8'), ('--probe-classifier', '8')):
+                        ('--init-classifier', str(demo.CLASSIFIER_BATCHES)),
+                        ('--probe-classifier', str(demo.CLASSIFIER_BATCHES))):
         assert train[train.index(flag) + 1] == value
     assert '--cpu' in train
     evaluate = commands[3]
@@ -53,7 +54,7 @@ def test_demo_chains_sample_convert_train_evaluate(tmp_path, monkeypatch, capsys
     assert evaluate[evaluate.index('--data') + 1] == out + '/data/val'
     printed = capsys.readouterr().out
     assert '# Training losses' in printed and '# Evaluation' in printed
-    assert 'loss_seg 3 -> 1.5' in printed and ': falling' in printed
+    assert 'loss_seg 3 -> 1.5 (mean of the first and the last third of 5 iterations): falling' in printed
     assert 'val mIoU 8.00 % vs chance 5.26 % (1/19): above' in printed
 
 
