@@ -1,6 +1,5 @@
 """tools.classifier_init (`--init-classifier`, demo only): ridge fit of the ASPP scores."""
 import numpy as np
-import pytest
 
 import caffe
 import test_train_support as T
