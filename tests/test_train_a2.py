@@ -80,3 +80,12 @@ def test_one_iteration_of_a2_from_the_inits(cityscapes_db, tmp_path):
     assert not np.all(final['global_fc6'][0] == 1)
     np.testing.assert_array_equal(final['fixed_up2_refine'][0][0, 0],
                                   [[0.25, 0.5, 0.25], [0.5, 1, 0.5], [0.25, 0.5, 0.25]])
+    # resuming reads A2's 551 MB snapshots (over protobuf's default 512 MB limit: Caffe patch 05)
+    proc = subprocess.run(T.train_command(
+        '--net', 'a2', '--dataset', 'cityscapes', '--data', str(cityscapes_db), '--out', str(run),
+        '--iters', '2', '--batch', '1', '--base-lr', '0', '--resume', 'auto'),
+        env=T.subprocess_env(), cwd=T.REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    events = read_log(run)
+    assert next(r for r in events if r['event'] == 'resume')['iter'] == 1
+    assert [r['iter'] for r in events if r['event'] == 'iter'] == [1, 2]
