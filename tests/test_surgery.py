@@ -90,48 +90,57 @@ def test_a_model_without_vgg_layers_is_refused(net, tmp_path):
         surgery.init_from_deeplab(net, no_fc, log=lambda m: None)
 
 
+GLOBAL = ['global_conv1', 'global_fc6', 'global_fc7']
+
+
 def test_depthnet_init_copies_only_the_layers_that_fit(net, tmp_path):
-    """DepthNet's model under plain AlexNet names: conv1 fits, fc6 has another input size,
-    fc7 is absent; each is logged with the reason, only conv1 is copied."""
+    """DepthNet's model under its released names (netgen.DEPTHNET_LAYER_MAP): conv1 fits,
+    fc-main has another input size, fc-depth is absent; each is logged with the reason and
+    only conv1 is copied."""
     source = model_like(net, ['global_conv1', 'global_fc6'],
-                        rename={'global_conv1': 'conv1', 'global_fc6': 'fc6'},
+                        rename={'global_conv1': 'conv1', 'global_fc6': 'fc-main'},
                         shapes={'global_fc6': [(8, 200), (8,)]})
     path = T.write_model(str(tmp_path / 'depthnet.caffemodel'), source)
     before = snapshot(net)
     lines = []
-    copied = surgery.init_global_from_depthnet(net, path, log=lines.append)
+    copied = surgery.init_from_depthnet(net, path, GLOBAL, log=lines.append)
     assert copied == ['global_conv1']
     assert_layers(net, {'global_conv1': source['conv1'],
                         'global_fc6': before['global_fc6'], 'global_fc7': before['global_fc7']})
     text = '\n'.join(lines)
     assert 'copied  global_conv1     <- conv1' in text
-    assert 'skipped global_fc6       <- fc6            shapes 8x200, 8 in the file, 8x100, 8 in the net' in text
-    assert 'skipped global_fc7       <- -              no layer global_fc7 or fc7 in the file' in text
+    assert 'skipped global_fc6       <- fc-main        shapes 8x200, 8 in the file, 8x100, 8 in the net' in text
+    assert 'skipped global_fc7       <- -              no layer fc-depth or global_fc7 in the file' in text
     assert '1 layers copied, 2 skipped' in text
 
 
-def test_depthnet_init_prefers_our_own_names(net, tmp_path):
+def test_depthnet_init_takes_our_names_too(net, tmp_path):
     source = model_like(net, ['global_conv1'])
-    source['conv1'] = [np.zeros_like(a) for a in source['global_conv1']]
     path = T.write_model(str(tmp_path / 'ours.caffemodel'), source)
-    surgery.init_global_from_depthnet(net, path, log=lambda m: None)
+    surgery.init_from_depthnet(net, path, GLOBAL, log=lambda m: None)
     assert_layers(net, {'global_conv1': source['global_conv1']})
 
 
-def test_depthnet_init_needs_a_global_net(tmp_path):
-    net = T.make_net(T.mini_vgg_aspp(global_net=False), str(tmp_path))
-    path = T.write_model(str(tmp_path / 'd.caffemodel'), {'conv1': [np.ones((1,), np.float32)]})
-    with pytest.raises(SurgeryError, match='has no global depth net'):
-        surgery.init_global_from_depthnet(net, path, log=lambda m: None)
+def test_depthnet_targets():
+    """A2 takes only its global net from DepthNet's model; DepthNet's stages every mapped
+    layer that trains (the refine stage's frozen global/gradient nets come from earlier stages)."""
+    class FakeNet:
+        params = dict.fromkeys(['conv1_1', 'global_conv1', 'global_fc7', 'refine_conv2',
+                                'grad_conv1', 'gradient', 'fixed_up2_refine'])
+    assert surgery.depthnet_targets(FakeNet, hybrid=True) == ['global_conv1', 'global_fc7']
+    assert surgery.depthnet_targets(FakeNet, hybrid=False, frozen={'global_conv1', 'global_fc7'}) == \
+        ['refine_conv2', 'grad_conv1', 'gradient']
+    with pytest.raises(SurgeryError, match="no layer DepthNet's model initialises"):
+        surgery.init_from_depthnet(FakeNet, 'x.caffemodel', [], log=lambda m: None)
 
 
 def test_legacy_4d_blobs_fit_their_squeezed_shapes(net, tmp_path):
     """V1-era caffemodels store an InnerProduct's W as 1 x 1 x out x in and b as 1 x 1 x 1 x out."""
-    source = model_like(net, ['global_fc6'], rename={'global_fc6': 'fc6'})
-    path = T.write_model(str(tmp_path / 'v1.caffemodel'), source, legacy={'fc6'})
-    assert surgery.load_model(path)['fc6'][0].shape == (1, 1, 8, 100)
-    assert surgery.init_global_from_depthnet(net, path, log=lambda m: None) == ['global_fc6']
-    assert_layers(net, {'global_fc6': source['fc6']})
+    source = model_like(net, ['global_fc6'], rename={'global_fc6': 'fc-main'})
+    path = T.write_model(str(tmp_path / 'v1.caffemodel'), source, legacy={'fc-main'})
+    assert surgery.load_model(path)['fc-main'][0].shape == (1, 1, 8, 100)
+    assert surgery.init_from_depthnet(net, path, GLOBAL, log=lambda m: None) == ['global_fc6']
+    assert_layers(net, {'global_fc6': source['fc-main']})
 
 
 def test_copy_shared_layers_by_name(net, tmp_path):

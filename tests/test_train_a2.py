@@ -51,7 +51,7 @@ def test_one_iteration_of_a2_from_the_inits(cityscapes_db, tmp_path):
     deeplab = {n: constant(i, n) for i, n in enumerate(surgery.VGG_LAYERS)}
     deeplab['fc6'], deeplab['fc7'] = constant(20, 'fc6_1'), constant(21, 'fc7_1')
     depthnet = {'conv%d' % k: constant(30 + k, 'global_conv%d' % k) for k in range(1, 6)}
-    depthnet['fc6'] = [np.ones((1024, 9216), np.float32), np.ones(1024, np.float32)]
+    depthnet['fc-main'] = [np.ones((1024, 9216), np.float32), np.ones(1024, np.float32)]
     init_deeplab = T.write_model(str(tmp_path / 'vgg16_reduced.caffemodel'), deeplab)
     init_depthnet = T.write_model(str(tmp_path / 'depthnet.caffemodel'), depthnet)
     run = tmp_path / 'run'
@@ -62,8 +62,10 @@ def test_one_iteration_of_a2_from_the_inits(cityscapes_db, tmp_path):
         capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr
     assert 'RANDOM INIT' not in proc.stderr
-    assert 'skipped global_fc6       <- fc6            shapes 1024x9216, 1024 in the file, ' \
+    assert 'skipped global_fc6       <- fc-main        shapes 1024x9216, 1024 in the file, ' \
            '1024x92416, 1024 in the net' in proc.stdout
+    assert 'no layer fc-depth or global_fc7 in the file' in proc.stdout
+    assert 'refine_conv' not in proc.stdout   # A2's refining net stays random (paper L303-304)
     rows = [r for r in read_log(run) if r['event'] == 'iter']
     assert len(rows) == 1 and {'loss_seg', 'loss_depth_abs', 'loss_depth_mvn'} <= set(rows[0])
     # The test's constant VGG weights blow activations up, so the scores are not near-uniform:

@@ -131,11 +131,10 @@ def replace_fillers(net, filler):
     output layers). Fixed layers (`fixed_*`, filled after construction) and frozen ones
     (lr_mult 0) keep theirs. Returns {layer: (filler type, std or None)}."""
     relu_inputs = {b for layer in net.layer if layer.type == 'ReLU' for b in layer.bottom}
+    frozen = frozen_layers(net)
     changed = {}
     for layer in net.layer:
-        if layer.type not in _WEIGHTED or layer.name.startswith(FIXED_PREFIX):
-            continue
-        if layer.param and layer.param[0].lr_mult == 0:
+        if layer.type not in _WEIGHTED or layer.name.startswith(FIXED_PREFIX) or layer.name in frozen:
             continue
         weight_filler = getattr(layer, _WEIGHTED[layer.type]).weight_filler
         weight_filler.Clear()
@@ -164,6 +163,12 @@ def set_loss_weights(net, weights, net_path):
     if missing:
         raise ConfigError('%s: no top named %s (loss tops: %s)' % (net_path, ', '.join(missing), ', '.join(
             t for layer in net.layer for t in layer.top if t.startswith('loss_'))))
+
+
+def frozen_layers(net):
+    """Names of the layers of `net` (a NetParameter) whose every parameter has lr_mult 0."""
+    return {layer.name for layer in net.layer
+            if layer.param and all(p.lr_mult == 0 for p in layer.param)}
 
 
 def check_databases(sources):

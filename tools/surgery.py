@@ -7,9 +7,10 @@ model; every other layer keeps its random filler (netgen writes the Gaussian int
 - `init_from_deeplab`: conv1_1..conv5_3, fc6_1..fc6_4, fc7_1..fc7_4 (DeepLab-v2's init model);
   a plain VGG16 with reduced fc6/fc7 (DeepLab-LargeFOV's init) has one fc6/fc7, copied into all
   four branches. fc8 is never copied (its classes differ). Every layer must fit exactly.
-- `init_global_from_depthnet`: DepthNet's global net, only the layers whose shapes fit at our
-  321 x 321 input (its fc layers depend on the input size); each layer is logged as copied or
-  skipped, with the reason.
+- `init_from_depthnet`: layers from DepthNet's model through `netgen.DEPTHNET_LAYER_MAP` (its
+  released names: `conv1`..`conv5`, `fc-main`, `fc-depth`, `conv1-grad`.., `conv1-refine`..),
+  only those whose shapes fit at our 321 x 321 input (its fc layers were sized for its own
+  input); each layer is logged as copied or skipped, with the reason.
 - `copy_shared_layers`: every layer present in both (earlier DepthNet stages, `--weights`).
 
 Caffe's own `Net.copy_from` aborts the process on a shape mismatch and silently skips missing
@@ -19,17 +20,15 @@ weights come from `netgen.fixed_weights`). Caffemodels are read with protobuf al
 (`tools.caffemodel`), so no prototxt of the source model is needed.
 """
 from netgen.blocks import VGG_GROUPS
-from netgen.config import ASPP_RATES
+from netgen.config import ASPP_RATES, DEPTHNET_LAYER_MAP
 from netgen.fixed_weights import PREFIX as FIXED_PREFIX
 from tools.caffemodel import layer_blobs, read_caffemodel
 
 VGG_LAYERS = tuple('conv%d_%d' % (g, i) for g, count, _ in VGG_GROUPS for i in range(1, count + 1))
 BRANCHES = tuple(range(1, len(ASPP_RATES) + 1))
 ASPP_FC = ('fc6', 'fc7')
-#: Prefix of our global depth net's layers; DepthNet's model may hold each under our name or
-#: under its plain AlexNet-style name (conv1, ..., fc6, fc7): both are tried, in that order.
+#: Prefix of our global depth net's layers (A2 takes only these from DepthNet's model).
 GLOBAL_PREFIX = 'global_'
-
 
 class SurgeryError(ValueError):
     """A model that cannot be copied as asked; the message names the file and the fault."""
@@ -147,21 +146,28 @@ def transplant_fitting(net, model, candidates, path, log=print):
     return copied, skipped
 
 
-def init_global_from_depthnet(net, path, log=print):
-    """Global depth net of `net` (A2, DepthNet's global stage) from DepthNet's model at
-    `path` (paper L302-303), layers whose shapes fit only. Returns the layers copied."""
-    targets = [n for n in net.params if n.startswith(GLOBAL_PREFIX)]
+def init_from_depthnet(net, path, targets, log=print):
+    """Layers `targets` of `net` from DepthNet's model at `path` (paper L302-303: A2's global
+    depth net), each looked up under DepthNet's name (`DEPTHNET_LAYER_MAP`), then under ours;
+    only the layers whose shapes fit are copied. Returns the layers copied."""
     if not targets:
-        raise SurgeryError('DepthNet init %s: the net has no global depth net (no %s* layer)' % (
-            path, GLOBAL_PREFIX))
+        raise SurgeryError('DepthNet init %s: the net has no layer DepthNet\'s model initialises' % path)
     model = load_model(path)
     log('DepthNet init %s (only layers whose shapes fit):' % path)
-    candidates = [(n, [n, n[len(GLOBAL_PREFIX):]]) for n in targets]
+    candidates = [(n, list(dict.fromkeys([DEPTHNET_LAYER_MAP.get(n, n), n]))) for n in targets]
     copied, skipped = transplant_fitting(net, model, candidates, path, log)
     log('DepthNet init: %d layers copied, %d skipped' % (len(copied), len(skipped)))
     if not copied:
-        log('WARNING: nothing of %s fits the global depth net: is it DepthNet\'s model?' % path)
+        log('WARNING: nothing of %s fits: is it DepthNet\'s model?' % path)
     return [dst for dst, _, _ in copied]
+
+
+def depthnet_targets(net, hybrid, frozen=()):
+    """Layers of `net` that DepthNet's model may initialise: in a hybrid net (A2) only the
+    global depth net (the paper initialises the rest at random, L303-304), in DepthNet's own
+    stages every layer with a counterpart; `frozen` layers (loaded from earlier stages) never."""
+    return [n for n in net.params if n in DEPTHNET_LAYER_MAP and n not in frozen
+            and (n.startswith(GLOBAL_PREFIX) or not hybrid)]
 
 
 def copy_shared_layers(net, path, log=print, required=True):

@@ -138,16 +138,19 @@ def initialise(net, stage, args, run_dir, stages, log, train_net_path=None):
     say = lambda message: tqdm.write(message)  # noqa: E731
     copied = {}
     has_vgg = all(n in net.params for n in surgery.VGG_LAYERS)
-    has_global = any(n.startswith(surgery.GLOBAL_PREFIX) for n in net.params) and not stage.inputs
+    frozen = solver_config.frozen_layers(solver_config.read_net(train_net_path)) \
+        if train_net_path else set()
+    depthnet_layers = surgery.depthnet_targets(net, hybrid=has_vgg, frozen=frozen)
     if has_vgg:
         if args.init_deeplab:
             copied['deeplab'] = surgery.init_from_deeplab(net, args.init_deeplab, say)
         else:
             warn_random(log, 'the VGG feature net and ASPP of %s' % stage.name, '--init-deeplab',
                         'L297-298, L301-302 (DeepLab\'s ImageNet model)', args.filler)
-    if has_global:
+    if depthnet_layers:
         if args.init_depthnet:
-            copied['depthnet'] = surgery.init_global_from_depthnet(net, args.init_depthnet, say)
+            copied['depthnet'] = surgery.init_from_depthnet(net, args.init_depthnet,
+                                                            depthnet_layers, say)
         elif has_vgg:   # A2: the paper starts its global net from DepthNet's model
             warn_random(log, 'the global depth net of %s' % stage.name, '--init-depthnet',
                         'L302-303 (DepthNet\'s model)', args.filler)
@@ -184,9 +187,9 @@ def check_init_flags(args, stages):
     if args.init_deeplab and not any(n in ('a1', 'a2', 'deeplab_aspp') for n in names) \
             and args.solver is None:
         raise TrainError('--init-deeplab: %s has no VGG feature net (a1, a2, deeplab_aspp have)' % args.net)
-    if args.init_depthnet and not any(n in ('a2', 'depthnet_global') for n in names) \
+    if args.init_depthnet and not any(n == 'a2' or n.startswith('depthnet') for n in names) \
             and args.solver is None:
-        raise TrainError('--init-depthnet: %s has no global depth net to initialise (a2 and '
+        raise TrainError('--init-depthnet: %s has no DepthNet part to initialise (a2 and '
                          'depthnet have)' % args.net)
     for path in [args.init_deeplab, args.init_depthnet] + args.weights:
         if path and not os.path.isfile(path):
