@@ -91,12 +91,8 @@ def load_manifest(nets_dir):
 
 
 def read_net(path):
-    from caffe.proto import caffe_pb2
-    from google.protobuf import text_format
-    net = caffe_pb2.NetParameter()
-    with open(path) as f:
-        text_format.Merge(f.read(), net)
-    return net
+    from tools.caffemodel import read_prototxt
+    return read_prototxt(path)
 
 
 def frozen_layers(train_net):
