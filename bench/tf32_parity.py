@@ -12,7 +12,7 @@ From a random start A2's refining net (Gaussian std sqrt(0.1), the paper's init)
 depth loss up to ~1e11 and one step at the paper's rate to inf: for A2 use --base-lr 0
 (two forward passes, backward still run); DeepLab-ASPP takes a real step (1e-6: its loss_seg weighs 1000).
 
-    python bench/tf32_parity.py --caffe .venv/bin/caffe-gpu --net DIR/a2.parity.prototxt
+    python -m bench.tf32_parity --caffe .venv/bin/caffe-gpu --net DIR/a2.parity.prototxt
 
 Needs a CUDA build of Caffe and a GPU; no pycaffe (runs the caffe binary).
 """
@@ -22,11 +22,7 @@ import os
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from bench import caffe_cli  # noqa: E402
+from bench import caffe_cli
 
 TOL = 1e-3
 

@@ -8,7 +8,7 @@ and 321 x 321: the milliseconds of one training iteration (forward, backward, SG
   dropout included; the time between consecutive "Iteration N, loss" log lines
   (`bench.caffe_cli.caffe_train_timing`; stock `caffe time` aborts on the depth nets'
   Threshold layers, whose Backward it calls);
-- in PyTorch: the net's deploy graph converted by `tools.caffe_to_torch.CaffeNet` (same
+- in PyTorch: the net's deploy graph converted by `tools.porting.torch_net.CaffeNet` (same
   convolutions, pooling, LRN, upsampling, MVN; dropout off), random weights and input,
   loss = sum over the outputs of mean(out ** 2), `backward()`, `torch.optim.SGD` step
   (momentum 0.9, weight decay 0.005); parameters whose Caffe layer has lr_mult 0
@@ -19,10 +19,10 @@ CPU always (unless --no-cpu), GPU when one answers (nvidia-smi) and a CUDA Caffe
 (CAFFE_TF32=1 for Caffe, torch.backends.*.allow_tf32 for PyTorch). Prints a table and
 appends it to docs/PERFORMANCE.md ("## Training speed") with the machine and the command.
 
-    python bench/train.py --batch 1 --iters 2            # a CPU run of a few minutes
-    python bench/train.py --prepare DIR --batch 7        # write the nets only (for
+    python -m bench.train --batch 1 --iters 2            # a CPU run of a few minutes
+    python -m bench.train --prepare DIR --batch 7        # write the nets only (for
                                                          # make gpu-bundle); needs pycaffe
-    python bench/train.py --nets-dir DIR --no-cpu ...    # time prepared nets (no pycaffe)
+    python -m bench.train --nets-dir DIR --no-cpu ...    # time prepared nets (no pycaffe)
 """
 import argparse
 import datetime
@@ -36,20 +36,19 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from bench import caffe_cli
+from netgen.generate import NETS, expand
+from tools.core import REPO
 
-from bench import caffe_cli  # noqa: E402
-from netgen.generate import NETS, expand  # noqa: E402
+ROOT = str(REPO)
 PERFORMANCE_MD = os.path.join(ROOT, 'docs', 'PERFORMANCE.md')
 SECTION = '## Training speed'
 SECTION_INTRO = """\
 Milliseconds per training iteration (forward, backward, SGD update) of the training nets at
-321 x 321, measured by `bench/train.py` (the command is shown with each table). Caffe:
+321 x 321, measured by `python -m bench.train` (the command is shown with each table). Caffe:
 `caffe train` on the train net with Input blobs in place of the data layer (losses and
 dropout included), timed between its per-iteration log lines. PyTorch: the same net's
-deploy graph converted by `tools.caffe_to_torch` (dropout off), loss = sum of mean(out^2)
+deploy graph converted by `tools.porting.torch_net` (dropout off), loss = sum of mean(out^2)
 over its outputs, `backward()`, SGD step; lr_mult 0 layers frozen in both. Median of the
 timed iterations, after one untimed warm-up iteration. TF32: `CAFFE_TF32=1` for Caffe (cuBLAS TF32 tensor-op math),
 `torch.backends.cuda.matmul.allow_tf32` and `torch.backends.cudnn.allow_tf32` for
@@ -91,8 +90,8 @@ def load_manifest(nets_dir):
 
 
 def read_net(path):
-    from tools.caffemodel import read_prototxt
-    return read_prototxt(path)
+    from tools.core.protos import read_net as read  # noqa: PLC0415 (needs caffe_pb2 only)
+    return read(path)
 
 
 def frozen_layers(train_net):
@@ -105,7 +104,7 @@ def frozen_layers(train_net):
 def torch_available():
     try:
         import torch  # noqa: F401
-        from tools.caffe_to_torch import CaffeNet  # noqa: F401
+        from tools.porting.torch_net import CaffeNet  # noqa: F401
     except Exception as e:  # ImportError, or the converter failing to import
         return False, 'PyTorch converter not available (%s: %s)' % (type(e).__name__, e)
     return True, ''
@@ -114,7 +113,7 @@ def torch_available():
 def torch_time(train_path, deploy_path, iterations, device='cpu', tf32=False, seed=0):
     """Median ms of forward + loss + backward + SGD step of the converted deploy net."""
     import torch
-    from tools.caffe_to_torch import CaffeNet, module_key
+    from tools.porting.torch_net import CaffeNet, module_key
     torch.manual_seed(seed)
     cuda = device.startswith('cuda')
     if cuda:
@@ -186,26 +185,22 @@ def fmt_ms(r):
     return 'n/a' if r is None else '%.1f' % r
 
 
-def run(args):
-    notes = []
-    tmp = None
+def _nets(args, notes):
+    """(nets_dir, manifest, names, tmp): prepared nets, or nets written into a temp dir."""
     if args.nets_dir:
-        nets_dir = args.nets_dir
-        manifest = load_manifest(nets_dir)
+        manifest = load_manifest(args.nets_dir)
         if manifest['batch'] != args.batch:
             notes.append('nets of %s have batch %d (--batch %d ignored)' % (
-                nets_dir, manifest['batch'], args.batch))
+                args.nets_dir, manifest['batch'], args.batch))
             args.batch = manifest['batch']
-        names = [n for n in expand(args.nets) if n in manifest['nets']]
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix='bench-train-')
-        nets_dir = tmp.name
-        manifest = prepare(nets_dir, args.nets, args.dataset, args.batch)
-        names = expand(args.nets)
+        return args.nets_dir, manifest, [n for n in expand(args.nets) if n in manifest['nets']], None
+    tmp = tempfile.TemporaryDirectory(prefix='bench-train-')
+    return tmp.name, prepare(tmp.name, args.nets, args.dataset, args.batch), expand(args.nets), tmp
 
-    devices = []
-    if args.cpu:
-        devices.append('cpu')
+
+def _devices(args, notes):
+    """(devices, torch_ok, torch_gpu, caffe_gpu): what can be timed, the reasons in `notes`."""
+    devices = ['cpu'] if args.cpu else []
     gpu_ok, gpu_why = caffe_cli.gpu_present()
     if args.gpu == 'yes' and not gpu_ok:
         raise SystemExit('--gpu yes: %s' % gpu_why)
@@ -219,14 +214,40 @@ def run(args):
         notes.append('PyTorch: %s' % torch_why)
     torch_gpu = False
     if 'gpu' in devices and torch_ok:
-        import torch
+        import torch  # noqa: PLC0415
         torch_gpu = torch.cuda.is_available()
         if not torch_gpu:
             notes.append('PyTorch on GPU: torch.cuda.is_available() is False (CPU-only torch)')
     caffe_gpu = args.caffe_gpu if args.caffe_gpu and os.path.exists(args.caffe_gpu) else None
     if 'gpu' in devices and caffe_gpu is None:
         notes.append('Caffe on GPU: no CUDA caffe at %s (make setup CAFFE_GPU=1)' % args.caffe_gpu)
+    return devices, torch_ok, torch_gpu, caffe_gpu
 
+
+def _time_caffe(row, caffe_bin, name, train, args, device, label, tf32, notes):
+    try:
+        r = caffe_cli.caffe_train_timing(caffe_bin, train, args.iters,
+                                         gpu=0 if device == 'gpu' else None, tf32=tf32)
+        row['caffe_' + label] = statistics.median(r['per_iter_ms'])
+        if tf32 and not r['tf32_applied']:
+            notes.append('%s: CAFFE_TF32=1 was not logged by caffe (build without the TF32 patch?)' % name)
+    except caffe_cli.CaffeError as e:
+        notes.append('Caffe %s %s %s failed: %s' % (name, device, label, str(e).splitlines()[0]))
+
+
+def _time_torch(row, name, train, deploy, args, device, label, tf32, notes):
+    try:
+        r = torch_time(train, deploy, args.iters, device='cpu' if device == 'cpu' else 'cuda', tf32=tf32)
+        row['torch_' + label] = r['median_ms']
+    except Exception as e:  # report, keep going with the other nets
+        notes.append('PyTorch %s %s %s failed: %s: %s' % (
+            name, device, label, type(e).__name__, str(e).splitlines()[0]))
+
+
+def run(args):
+    notes = []
+    nets_dir, manifest, names, tmp = _nets(args, notes)
+    devices, torch_ok, torch_gpu, caffe_gpu = _devices(args, notes)
     rows = []
     for device in devices:
         for name in names:
@@ -238,25 +259,9 @@ def run(args):
             for label, tf32 in variants:
                 caffe_bin = args.caffe if device == 'cpu' else caffe_gpu
                 if caffe_bin:
-                    try:
-                        r = caffe_cli.caffe_train_timing(
-                            caffe_bin, train, args.iters, gpu=0 if device == 'gpu' else None,
-                            tf32=tf32)
-                        row['caffe_' + label] = statistics.median(r['per_iter_ms'])
-                        if tf32 and not r['tf32_applied']:
-                            notes.append('%s: CAFFE_TF32=1 was not logged by caffe (build '
-                                         'without the TF32 patch?)' % name)
-                    except caffe_cli.CaffeError as e:
-                        notes.append('Caffe %s %s %s failed: %s' % (name, device, label,
-                                                                    str(e).splitlines()[0]))
+                    _time_caffe(row, caffe_bin, name, train, args, device, label, tf32, notes)
                 if torch_ok and (device == 'cpu' or torch_gpu):
-                    try:
-                        r = torch_time(train, deploy, args.iters,
-                                       device='cpu' if device == 'cpu' else 'cuda', tf32=tf32)
-                        row['torch_' + label] = r['median_ms']
-                    except Exception as e:  # report, keep going with the other nets
-                        notes.append('PyTorch %s %s %s failed: %s: %s' % (
-                            name, device, label, type(e).__name__, str(e).splitlines()[0]))
+                    _time_torch(row, name, train, deploy, args, device, label, tf32, notes)
             rows.append(row)
             print(format_row(row), flush=True)
     if tmp is not None:
@@ -335,7 +340,7 @@ def main(argv=None):
         m = prepare(args.prepare, args.nets, args.dataset, args.batch)
         print('wrote %d nets (batch %d) to %s' % (len(m['nets']), args.batch, args.prepare))
         return 0
-    command = 'python bench/train.py ' + ' '.join(shlex.quote(a) for a in (
+    command = 'python -m bench.train ' + ' '.join(shlex.quote(a) for a in (
         argv if argv is not None else sys.argv[1:]))
     rows, notes, devices = run(args)
     block = report(rows, notes, devices, command.strip())

@@ -1,7 +1,7 @@
 """Data-parallel training of a HybridNet module in PyTorch (DistributedDataParallel).
 
 The multi-GPU path for the PyTorch side (docs/GPU.md): the deploy net converted by
-`tools.caffe_to_torch.CaffeNet`, wrapped in DDP, one process per GPU, NCCL between GPUs
+`tools.porting.torch_net.CaffeNet`, wrapped in DDP, one process per GPU, NCCL between GPUs
 (gloo on CPU), each process its own shard of the batches, gradients averaged by DDP.
 Layers with lr_mult 0 in the prototxt (fixed upsampling, DepthNet's frozen stages) are
 frozen. Loss: the paper's LH = alpha * LS + (LDabs + LDmvn) on the outputs the net has
@@ -11,9 +11,9 @@ over valid pixels). Data: synthetic batches (random images, labels, depth), seed
 (seed, rank): this script shows and tests the distributed mechanics; real training runs
 through Caffe (tools/train) or plugs `data_prep.batches.CropSampler` in as `batches()`.
 
-    torchrun --nproc_per_node=4 tools/ddp_train.py --net prototxt/a2_cityscapes/deploy.prototxt \
+    torchrun --nproc_per_node=4 -m tools.ddp_train --net prototxt/a2_cityscapes/deploy.prototxt \
         --weights runs/a2/a2.caffemodel --steps 1000 --batch 7 --save runs/a2_ddp.pt
-    python tools/ddp_train.py --net ... --steps 3      # one process (world size 1)
+    python -m tools.ddp_train --net ... --steps 3      # one process (world size 1)
 
 Without torchrun's environment (RANK, WORLD_SIZE, ...) it starts a group of one on
 127.0.0.1, so DDP itself still runs.
@@ -30,16 +30,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from tools.caffe_to_torch import CaffeNet, module_key  # noqa: E402
-from tools.caffemodel import layer_blobs, read_caffemodel, read_prototxt  # noqa: E402
-
-SEG_ALPHA = 1000.0      # paper L322-325 (netgen.config.SEG_LOSS_WEIGHT)
-DEPTH_UNIT_M = 10.0     # DepthNet's unit (netgen.config.DEPTH_LOSS_UNIT_M)
-IGNORE = 255
+from netgen.config import DEPTH_LOSS_UNIT_M as DEPTH_UNIT_M, IGNORE_LABEL as IGNORE, SEG_LOSS_WEIGHT as SEG_ALPHA
+from tools.core.protos import layer_blobs, read_caffemodel, read_net
+from tools.porting.torch_net import CaffeNet, module_key
 
 
 def _free_port():
@@ -59,7 +52,7 @@ def init_distributed(device):
 
 
 def build_net(net_path, batch, weights=None):
-    net_param = read_prototxt(net_path)
+    net_param = read_net(net_path)
     for layer in net_param.layer:       # the deploy net's batch -> --batch
         if layer.type == 'Input':
             for shape in layer.input_param.shape:

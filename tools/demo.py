@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from tools.train_log import loss_summary, read_log
+from tools.training.log import loss_summary, read_log
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NET, DATASET, CLASSES = 'a2', 'cityscapes', 19
@@ -91,7 +91,7 @@ def main(argv=None):
                             '--seed', str(args.seed), '--display', '5'], timings)
     step('evaluate (val)', [py, '-m', 'tools.evaluate', '--net', NET, '--dataset', DATASET,
                             '--weights', os.path.join(train_dir, 'final.caffemodel'),
-                            '--data', os.path.join(data, 'val'), '--out', eval_dir, '--overwrite',
+                            '--data', data, '--out', eval_dir, '--overwrite',
                             '--mode', 'resize'], timings)
     for name in (os.path.join(train_dir, 'training.md'), os.path.join(eval_dir, 'report.md')):
         with open(name) as f:

@@ -3,515 +3,81 @@
     python -m tools.train --net a2 --dataset cityscapes --init-deeplab init.caffemodel \\
         --init-depthnet depthnet_global.caffemodel [--gpu 0] [--iters N] [--resume auto]
 
-- Steps the generated solver (`solvers/<net>_<dataset>.prototxt`: 100K iterations, lr 2.5e-6,
-  poly, momentum 0.9, weight decay 0.005 for A1/A2, paper L305-309) from a copy written into
-  the run directory (`tools.solver_config`).
-- Initialisation (paper L297-304): `--init-deeplab` (VGG + ASPP), `--init-depthnet` (A2's global
-  depth net, the layers that fit), `--weights` (any layers of the same name); the rest keeps the
-  nets' random fillers, and the run says so loudly (`tools.surgery`).
-- DepthNet trains its stages in order: global, gradient, then refine with the first two loaded.
-- Snapshots every `--snapshot-every` iterations and at the end; `--resume auto` continues from
-  the newest `.solverstate`, with the same losses as an uninterrupted run on the CPU (dropout is
-  reseeded per iteration, the data layer is brought to the same batch); SIGINT/SIGTERM snapshot
-  and exit (`tools.train_guard`); a NaN or infinite loss or weight stops the run at once and
-  keeps the last good snapshot.
-- Logs every loss term, the learning rate and images/s to `RUN_DIR/train_log.jsonl`
-  (`tools.train_log`) and the console; draws `RUN_DIR/loss.png` (`tools.plot_log`).
+The run itself is `tools.training.run` (solver copy, initialisation, snapshots, resume, logs,
+guards); docs/TRAINING.md is the user's guide.
 
-Exit codes: 0 done, 1 bad input, 3 NaN/inf stop, 130/143 stopped by SIGINT/SIGTERM.
+Exit codes: 0 done, 2 bad input, 3 NaN/inf stop, 130/143 stopped by SIGINT/SIGTERM.
 """
 import argparse
-import collections
-import glob
-import json
+import dataclasses
 import os
-import re
-import shutil
-import signal
 import sys
-import time
 
-os.environ.setdefault('GLOG_minloglevel', '2')  # keep Caffe's net dumps off the console
-
-from tqdm import tqdm  # noqa: E402
-
-import caffe  # noqa: E402
-import netgen  # noqa: E402
-from netgen.fixed_weights import fill_fixed_weights  # noqa: E402
-from tools import classifier_init, plot_log, solver_config, surgery, train_guard  # noqa: E402
-from tools.train_log import LOG_FILE, TrainLog, format_losses  # noqa: E402
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NETS = netgen.NETS
-#: Earlier stages whose final weights a stage starts from (DepthNet: refine on the first two).
-STAGE_INPUTS = {'depthnet_refine': ('depthnet_global', 'depthnet_gradient')}
-FINAL = 'final.caffemodel'
-DONE = 'done.json'
-LOSS_PREFIX = 'loss_'
-EXIT_BAD_INPUT = 1
-
-SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')
-
-Stage = collections.namedtuple('Stage', 'name solver inputs')
-
-
-class TrainError(Exception):
-    """Bad input or state: a message for the user, no traceback."""
-
-
-class Stopped(Exception):
-    """A signal stopped the run after a snapshot; `code` is the exit status."""
-
-    def __init__(self, code):
-        super().__init__(code)
-        self.code = code
-
-
-# --- what to train ---------------------------------------------------------------------
-
-def plan_stages(net, dataset, solver=None):
-    """Stages to train in order: one per net, DepthNet's three, or the given solver file."""
-    if solver is not None:
-        return [Stage(os.path.splitext(os.path.basename(solver))[0], solver, ())]
-    files = netgen.paths(net, dataset, root=REPO)
-    stages = files['stages'] if 'stages' in files else {net: files}
-    out = [Stage(name, p['solver'], STAGE_INPUTS.get(name, ())) for name, p in stages.items()]
-    missing = [s.solver for s in out if not os.path.isfile(s.solver)]
-    if missing:
-        raise TrainError('no solver %s: generate the nets first (`python -m netgen --net %s '
-                         '--dataset %s`)' % (missing[0], net, dataset))
-    return out
-
-
-def stage_dir(run_dir, stages, stage):
-    """A single stage trains in the run directory itself, several in one subdirectory each."""
-    return run_dir if len(stages) == 1 else os.path.join(run_dir, stage.name)
-
-
-def snapshot_iteration(path):
-    match = re.search(r'_iter_(\d+)\.(solverstate|caffemodel)$', path)
-    return int(match.group(1)) if match else -1
-
-
-def newest_state(directory):
-    states = glob.glob(os.path.join(directory, 'snapshots', '*_iter_*.solverstate'))
-    return max(states, key=snapshot_iteration) if states else None
-
-
-def read_done(directory):
-    path = os.path.join(directory, DONE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def iteration_seed(seed, iteration):
-    """Caffe's RNG seed for one iteration: dropout masks then depend on (seed, iteration)
-    only, so that a resumed run draws the masks an uninterrupted run draws."""
-    return (seed * 1000003 + iteration) % 2 ** 31
-
-
-def link_or_copy(src, dst):
-    if os.path.lexists(dst):
-        os.remove(dst)
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
-# --- initialisation --------------------------------------------------------------------
-
-def warn_random(log, part, flag, paper, filler):
-    fillers = 'the nets\' Gaussian fillers' if filler == 'as-generated' else filler + ' fillers'
-    text = ('RANDOM INIT: no %s given: %s starts from random weights (%s), not from the '
-            'pretrained model of paper %s. Results will NOT be comparable to the paper.' % (
-                flag, part, fillers, paper))
-    bar = '!' * 78
-    tqdm.write('%s\n%s\n%s' % (bar, text, bar), file=sys.stderr)
-    log.write('warning', message=text)
-
-
-def initialise(net, stage, args, run_dir, stages, log, train_net_path=None):
-    """Surgery on a fresh stage net (paper L297-304). Returns the layers copied per source."""
-    say = lambda message: tqdm.write(message)  # noqa: E731
-    copied = {}
-    has_vgg = all(n in net.params for n in surgery.VGG_LAYERS)
-    frozen = solver_config.frozen_layers(solver_config.read_net(train_net_path)) \
-        if train_net_path else set()
-    depthnet_layers = surgery.depthnet_targets(net, hybrid=has_vgg, frozen=frozen)
-    if has_vgg:
-        if args.init_deeplab:
-            copied['deeplab'] = surgery.init_from_deeplab(net, args.init_deeplab, say)
-        else:
-            warn_random(log, 'the VGG feature net and ASPP of %s' % stage.name, '--init-deeplab',
-                        'L297-298, L301-302 (DeepLab\'s ImageNet model)', args.filler)
-    if depthnet_layers:
-        if args.init_depthnet:
-            copied['depthnet'] = surgery.init_from_depthnet(net, args.init_depthnet,
-                                                            depthnet_layers, say)
-        elif has_vgg:   # A2: the paper starts its global net from DepthNet's model
-            warn_random(log, 'the global depth net of %s' % stage.name, '--init-depthnet',
-                        'L302-303 (DepthNet\'s model)', args.filler)
-    for name in stage.inputs:
-        weights = os.path.join(stage_dir(run_dir, stages, Stage(name, None, ())), FINAL)
-        if not os.path.isfile(weights):
-            raise TrainError('stage %s needs the weights of stage %s, but %s is missing' % (
-                stage.name, name, weights))
-        copied[name] = surgery.copy_shared_layers(net, weights, say)
-    for weights in args.weights:
-        copied[weights] = surgery.copy_shared_layers(net, weights, say, required=len(stages) == 1)
-    if args.init_classifier:
-        copied['classifier'] = fit_classifier(net, train_net_path, args.init_classifier, say)
-    log.write('init', stage=stage.name, copied=copied)
-    return copied
-
-
-def fit_classifier(net, train_net_path, batches, say):
-    """--init-classifier (demo only): fc8_i by ridge regression on the features of a TEST-phase
-    twin of the train net that shares its weights (tools.classifier_init)."""
-    if any(classifier_init.SCORES % b not in net.params for b in classifier_init.BRANCHES):
-        raise TrainError('--init-classifier: the net has no ASPP classifier (fc8_1..fc8_4)')
-    twin = caffe.Net(train_net_path, caffe.TEST)
-    twin.share_with(net)
-    fill_fixed_weights(twin)
-    accuracy = classifier_init.init_classifier(net, twin, batches, say)
-    del twin
-    return dict(batches=batches, pixel_accuracy=accuracy)
-
-
-def check_init_flags(args, stages):
-    """Refuse an init flag that no stage can use, before anything is built."""
-    names = [s.name for s in stages]
-    if args.init_deeplab and not any(n in ('a1', 'a2', 'deeplab_aspp') for n in names) \
-            and args.solver is None:
-        raise TrainError('--init-deeplab: %s has no VGG feature net (a1, a2, deeplab_aspp have)' % args.net)
-    if args.init_depthnet and not any(n == 'a2' or n.startswith('depthnet') for n in names) \
-            and args.solver is None:
-        raise TrainError('--init-depthnet: %s has no DepthNet part to initialise (a2 and '
-                         'depthnet have)' % args.net)
-    for path in [args.init_deeplab, args.init_depthnet] + args.weights:
-        if path and not os.path.isfile(path):
-            raise TrainError('weights file %s does not exist' % path)
-
-
-# --- one stage -------------------------------------------------------------------------
-
-def replay_data(net, batches, desc):
-    """Bring every Python data layer of `net` to batch `batches`: `skip_batches(n)` when the
-    layer offers it, else its forward pass is replayed `batches` times (exact, slower).
-    Returns {layer name: 'skip_batches' or 'replay'}."""
-    how = {}
-    for index, (name, layer) in enumerate(zip(net._layer_names, net.layers)):
-        if layer.type != 'Python' or batches <= 0:
-            continue
-        if hasattr(layer, 'skip_batches'):
-            layer.skip_batches(batches)
-            how[name] = 'skip_batches'
-        else:
-            for _ in tqdm(range(batches), desc='%s: replaying %s to batch %d' % (desc, name, batches),
-                          leave=False, disable=batches < 50):
-                net._forward(index, index)
-            how[name] = 'replay'
-    return how
-
-
-def loss_names(net):
-    return [name for name in net.blobs if name.startswith(LOSS_PREFIX)]
-
-
-def test_losses(test_net, names, iterations):
-    sums = dict.fromkeys(names, 0.0)
-    for _ in range(iterations):
-        test_net.forward()
-        for name in names:
-            sums[name] += float(test_net.blobs[name].data)
-    return {name: value / iterations for name, value in sums.items()}
-
-
-class StageRun:
-    """Training of one stage: solver, snapshots, logging, guards."""
-
-    def __init__(self, stage, stages, args, run_dir, log, stop):
-        self.stage, self.args, self.log, self.stop = stage, args, log, stop
-        self.dir = stage_dir(run_dir, stages, stage)
-        self.source = solver_config.read_solver(stage.solver)
-        self.solver_path, self.param, _ = solver_config.write_run_copy(
-            stage.solver, self.dir, stage.name, base_dir=os.getcwd() if args.solver else REPO,
-            max_iter=args.iters,
-            seed=args.seed, base_lr=args.base_lr, batch_size=args.batch, data_root=args.data,
-            keep_test_net=args.test_every > 0, filler=args.filler, solver_type=args.solver_type,
-            loss_weights=dict(args.loss_weight))
-        self.max_iter = self.param.max_iter
-        self.snapshot_every = args.snapshot_every or self.source.snapshot
-        self.display = args.display or self.source.display or 20
-        self.last_snapshot = None
-
-    def build(self, state, run_dir, stages):
-        try:
-            self.solver = caffe.get_solver(self.solver_path)
-        except Exception as err:  # a Python layer's setup (the data layer) raises through Caffe
-            raise TrainError('%s: building the nets failed: %s: %s' % (
-                self.solver_path, type(err).__name__, err)) from None
-        self.net = self.solver.net
-        for net in [self.net] + list(self.solver.test_nets):
-            fill_fixed_weights(net)
-        if state:
-            tqdm.write('%s: resuming from %s' % (self.stage.name, state))
-            self.solver.restore(state)
-            for net in [self.net] + list(self.solver.test_nets):
-                fill_fixed_weights(net)
-            self.last_snapshot = state
-            data = replay_data(self.net, self.solver.iter, self.stage.name)
-            if self.solver.test_nets and self.args.test_every:
-                replay_data(self.solver.test_nets[0],
-                            self.solver.iter // self.args.test_every * self.args.test_iters,
-                            self.stage.name + ' (test net)')
-            self.log.write('resume', stage=self.stage.name, iter=self.solver.iter, state=state,
-                           data=data)
-        else:
-            initialise(self.net, self.stage, self.args, run_dir, stages, self.log,
-                       self.param.train_net)
-        self.losses = loss_names(self.net)
-        if not self.losses:
-            raise TrainError('%s: the train net has no loss top named %s*' % (
-                self.solver_path, LOSS_PREFIX))
-        if (self.args.init_classifier or self.args.probe_classifier) and any(
-                classifier_init.SCORES % b not in self.net.params for b in classifier_init.BRANCHES):
-            raise TrainError('--init-classifier / --probe-classifier: the net has no ASPP '
-                             'classifier (fc8_1..fc8_4)')
-        self.weights = self.net.blob_loss_weights
-        self.batch = self.net.blobs[self.net.inputs[0] if self.net.inputs else
-                                    next(iter(self.net.blobs))].data.shape[0]
-
-    def snapshot(self):
-        self.solver.snapshot()
-        prefix = self.param.snapshot_prefix
-        self.last_snapshot = '%s_iter_%d.solverstate' % (prefix, self.solver.iter)
-        self.log.write('snapshot', stage=self.stage.name, iter=self.solver.iter,
-                       state=self.last_snapshot)
-        return self.last_snapshot
-
-    def halt_nonfinite(self, what, values=None):
-        """Log, flush and leave without running any destructor (see tools.train_guard)."""
-        it = self.solver.iter
-        kept = self.last_snapshot or 'none (no snapshot was written before the fault)'
-        message = ('%s: %s at iteration %d (%s). Stopped before Caffe runs another forward pass '
-                   'on it. Last good snapshot: %s. Lower the learning rate (--base-lr) and '
-                   'resume from that snapshot with --resume.' % (
-                       self.stage.name, what, it, format_losses(values) if values else
-                       'lr %.3g' % solver_config.learning_rate(self.param, max(it - 1, 0)), kept))
-        self.log.write('stop', stage=self.stage.name, iter=it, reason='nonfinite',
-                       message=message, state=self.last_snapshot)
-        self.log.close()
-        self.bar.close()
-        sys.stdout.flush()
-        sys.stderr.write('\nERROR: %s\n' % message)
-        sys.stderr.flush()
-        os._exit(train_guard.EXIT_NONFINITE)
-
-    def run(self):
-        args, solver = self.args, self.solver
-        self.bar = tqdm(total=self.max_iter, initial=solver.iter, desc=self.stage.name,
-                        unit='it', dynamic_ncols=True, disable=args.quiet)
-        while True:
-            if self.stop:
-                if self.last_snapshot is None or snapshot_iteration(self.last_snapshot) != solver.iter:
-                    self.snapshot()
-                message = '%s: stopped by %s at iteration %d; snapshot %s (continue with ' \
-                          '--resume auto)' % (self.stage.name, self.stop.name, solver.iter,
-                                              self.last_snapshot)
-                self.log.write('stop', stage=self.stage.name, iter=solver.iter,
-                               reason=self.stop.name, message=message, state=self.last_snapshot)
-                self.bar.close()
-                tqdm.write(message, file=sys.stderr)
-                raise Stopped(train_guard.EXIT_SIGNAL[self.stop.signum])
-            if solver.iter >= self.max_iter:
-                break
-            if args.check_weights_every and solver.iter % args.check_weights_every == 0:
-                bad = train_guard.nonfinite_params(self.net)
-                if bad:
-                    self.halt_nonfinite('weights of %s are not finite' % ', '.join(bad))
-            self.step()
-        if args.probe_classifier:
-            probe = fit_classifier(self.net, self.param.train_net, args.probe_classifier, tqdm.write)
-            self.log.write('probe', stage=self.stage.name, iter=solver.iter, **probe)
-        if args.probe_classifier or self.last_snapshot is None or \
-                snapshot_iteration(self.last_snapshot) != solver.iter:
-            self.snapshot()
-        self.bar.close()
-        final = os.path.join(self.dir, FINAL)
-        link_or_copy(self.last_snapshot[:-len('.solverstate')] + '.caffemodel', final)
-        with open(os.path.join(self.dir, DONE), 'w') as f:
-            json.dump(dict(iter=solver.iter, weights=final), f)
-        self.log.write('done', stage=self.stage.name, iter=solver.iter, weights=final)
-        return final
-
-    def step(self):
-        args, solver = self.args, self.solver
-        it = solver.iter
-        lr = solver_config.learning_rate(self.param, it)
-        caffe.set_random_seed(iteration_seed(args.seed, it))
-        start = time.perf_counter()
-        solver.step(1)
-        seconds = time.perf_counter() - start
-        values = {name: float(self.net.blobs[name].data) for name in self.losses}
-        bad = train_guard.nonfinite_losses(values)
-        if bad:
-            self.halt_nonfinite('loss %s is not finite' % ', '.join(bad), values)
-        total = sum(self.weights.get(name, 0.0) * v for name, v in values.items())
-        row = self.log.write('iter', stage=self.stage.name, iter=solver.iter, lr=lr, loss=total,
-                             images_per_s=self.batch / seconds, **values)
-        self.bar.set_postfix_str(format_losses(row), refresh=False)
-        self.bar.update(1)
-        if solver.iter % self.display == 0 or solver.iter == self.max_iter:
-            tqdm.write('%s iter %d/%d lr %.3g %s  %.2f img/s' % (
-                self.stage.name, solver.iter, self.max_iter, lr, format_losses(row),
-                row['images_per_s']))
-        if args.inject_stop_at and solver.iter == args.inject_stop_at:
-            self.stop.signum = signal.SIGINT
-        if args.inject_nan_at and solver.iter == args.inject_nan_at:
-            first = next(iter(self.net.params.values()))[0]
-            first.data.flat[0] = float('nan')   # test hook: a diverged update
-        if args.test_every and solver.test_nets and solver.iter % args.test_every == 0:
-            val = test_losses(solver.test_nets[0], self.losses, args.test_iters)
-            val_row = self.log.write('val', stage=self.stage.name, iter=solver.iter, **val)
-            tqdm.write('%s iter %d val %s' % (self.stage.name, solver.iter, format_losses(val_row)))
-        if self.snapshot_every and solver.iter % self.snapshot_every == 0:
-            self.snapshot()
-
-
-# --- the run ---------------------------------------------------------------------------
-
-def resume_state(args, directory, single):
-    """The .solverstate a stage continues from, or None to start it fresh. `--resume FILE`
-    applies to the only stage, or to the stage whose snapshots directory holds FILE (the
-    others continue as with auto)."""
-    if args.resume is None:
-        if newest_state(directory) or read_done(directory):
-            raise TrainError('%s already holds a run: pass --resume auto to continue it, or '
-                             'choose another --out' % directory)
-        return None
-    if args.resume != 'auto':
-        in_stage = os.path.dirname(os.path.abspath(args.resume)) == \
-            os.path.join(os.path.abspath(directory), 'snapshots')
-        if in_stage or single:
-            return args.resume
-    return newest_state(directory)
-
-
-def train(args, stages=None):
-    """Train every stage (default: those of `args`); returns the final weights' path.
-    Raises Stopped (a signal), TrainError, ConfigError, SurgeryError (bad input)."""
-    stages = stages or plan_stages(args.net, args.dataset, args.solver)
-    check_init_flags(args, stages)
-    if args.resume not in (None, 'auto'):
-        if not args.resume.endswith('.solverstate'):
-            raise TrainError('--resume %s: give a .solverstate (or auto); to start from a '
-                             '.caffemodel\'s weights use --weights' % args.resume)
-        if not os.path.isfile(args.resume):
-            raise TrainError('--resume %s: no such file' % args.resume)
-    if args.gpu is not None:
-        from tools.evaluate import gpu_available  # noqa: PLC0415 (the same probe evaluation uses)
-        if not gpu_available(args.gpu):
-            raise TrainError('--gpu %d: this Caffe build cannot use GPU %d (a CPU-only build, or '
-                             'no such device); build with `make setup CAFFE_GPU=1`' % (args.gpu, args.gpu))
-        caffe.set_mode_gpu()
-        caffe.set_device(args.gpu)
-    else:
-        caffe.set_mode_cpu()
-    run_dir = os.path.abspath(args.out or os.path.join(REPO, 'runs', '%s_%s' % (args.net, args.dataset)))
-    os.makedirs(run_dir, exist_ok=True)
-    log = TrainLog(os.path.join(run_dir, LOG_FILE))
-    log.write('start', args=vars(args), stages=[s.name for s in stages])
-    stop = train_guard.StopFlag()
-    final = None
-    try:
-        for stage in stages:
-            directory = stage_dir(run_dir, stages, stage)
-            done = read_done(directory)
-            if args.resume and done and done['iter'] >= (args.iters or solver_config.read_solver(
-                    stage.solver).max_iter):
-                tqdm.write('%s: done earlier (%d iterations), skipped' % (stage.name, done['iter']))
-                final = done['weights']
-                continue
-            state = resume_state(args, directory, len(stages) == 1)
-            run = StageRun(stage, stages, args, run_dir, log, stop)
-            run.build(state, run_dir, stages)
-            final = run.run()
-            del run
-        if os.path.abspath(final) != os.path.join(run_dir, FINAL):
-            link_or_copy(final, os.path.join(run_dir, FINAL))
-        log.write('finished', weights=os.path.join(run_dir, FINAL))
-    finally:
-        stop.restore()
-        log.close()
-        if not args.no_plot:
-            try:
-                plot_log.plot(run_dir)
-            except Exception as err:  # the plot must never hide the run's outcome
-                tqdm.write('note: no loss plot (%s)' % err, file=sys.stderr)
-    return os.path.join(run_dir, FINAL)
+from tools.core import run_cli
+from tools.training import run
+from tools.training.solver_config import FILLERS
 
 
 def loss_weight(text):
     """argparse type of --loss-weight: 'loss_x=0.5' -> ('loss_x', 0.5)."""
     name, _, value = text.partition('=')
     try:
-        if not name.startswith(LOSS_PREFIX):
+        if not name.startswith(run.LOSS_PREFIX):
             raise ValueError
         return name, float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError('expected %sNAME=WEIGHT, got %r' % (LOSS_PREFIX, text)) from None
+        raise argparse.ArgumentTypeError('expected %sNAME=WEIGHT, got %r' % (run.LOSS_PREFIX, text)) from None
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        prog='python -m tools.train', description=__doc__.split('\n\n')[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='Exit codes: 0 done, 1 bad input, 3 NaN/inf stop, 130/143 SIGINT/SIGTERM '
-               '(snapshot written). See docs/TRAINING.md.')
-    parser.add_argument('--net', choices=NETS, help='net to train (depthnet: its three stages)')
-    parser.add_argument('--dataset', choices=netgen.DATASETS, help='dataset')
+def _what_and_where(parser):
+    parser.add_argument('--net', choices=run.NETS, help='net to train (depthnet: its three stages)')
+    parser.add_argument('--dataset', choices=run.netgen.DATASETS, help='dataset')
     device = parser.add_mutually_exclusive_group()
     device.add_argument('--gpu', type=int, metavar='N', help='GPU id (a CUDA build of Caffe)')
     device.add_argument('--cpu', action='store_true', help='run on the CPU (the default)')
     parser.add_argument('--iters', type=int, metavar='N',
-                        help='iterations per stage (default: the solver\'s max_iter; poly decay '
-                             'follows it)')
+                        help='iterations per stage (default: the solver\'s max_iter; poly decay follows it)')
+    parser.add_argument('--resume', metavar='auto|FILE',
+                        help='continue from the newest .solverstate of --out (auto) or FILE')
+    parser.add_argument('--out', metavar='DIR', help='run directory (default runs/<net>_<dataset>)')
+    parser.add_argument('--data', metavar='DIR',
+                        help='the dataset\'s database root, one folder per split (default data/<dataset>)')
+    parser.add_argument('--solver', metavar='FILE',
+                        help='train this solver prototxt instead of the generated one(s)')
+
+
+def _initialisation(parser):
     parser.add_argument('--init-deeplab', metavar='FILE',
                         help='DeepLab\'s ImageNet init caffemodel (or a VGG16 with reduced fc6/fc7)')
     parser.add_argument('--init-depthnet', metavar='FILE',
                         help='DepthNet\'s caffemodel: A2\'s global depth net, layers that fit')
     parser.add_argument('--weights', nargs='+', default=[], metavar='FILE',
                         help='caffemodels whose same-named layers are copied (after the inits)')
-    parser.add_argument('--resume', metavar='auto|FILE',
-                        help='continue from the newest .solverstate of --out (auto) or FILE')
-    parser.add_argument('--out', metavar='DIR', help='run directory (default runs/<net>_<dataset>)')
-    parser.add_argument('--data', metavar='DIR',
-                        help='directory of the split databases (default data/<dataset>)')
-    parser.add_argument('--solver', metavar='FILE',
-                        help='train this solver prototxt instead of the generated one(s)')
+    parser.add_argument('--init-classifier', type=int, default=0, metavar='N',
+                        help='demo only: fit the ASPP classifier fc8_i by ridge regression on the features '
+                             'of N training batches before training (a stand-in for a pretrained model; '
+                             'tools/training/classifier_init.py)')
+    parser.add_argument('--probe-classifier', type=int, default=0, metavar='N',
+                        help='demo only: after training, refit fc8_i the same way on the trained features '
+                             '(a linear probe; the final weights hold it)')
+    parser.add_argument('--filler', choices=FILLERS, default='as-generated',
+                        help='weight fillers of the layers no model initialises: as generated (the '
+                             'paper\'s Gaussian, default) or msra (He et al.; for short runs from scratch '
+                             'such as `make demo`)')
+
+
+def _overrides(parser):
     parser.add_argument('--batch', type=int, metavar='N', help='train batch size (default: the net\'s)')
     parser.add_argument('--base-lr', type=float, metavar='LR', help='base learning rate override')
-    parser.add_argument('--init-classifier', type=int, default=0, metavar='N',
-                        help='demo only: fit the ASPP classifier fc8_i by ridge regression on the '
-                             'features of N training batches before training (a stand-in for a '
-                             'pretrained model; tools/classifier_init.py)')
-    parser.add_argument('--probe-classifier', type=int, default=0, metavar='N',
-                        help='demo only: after training, refit fc8_i the same way on the trained '
-                             'features (a linear probe; the final weights hold it)')
-    parser.add_argument('--filler', choices=solver_config.FILLERS, default='as-generated',
-                        help='weight fillers of the layers no model initialises: as generated '
-                             '(the paper\'s Gaussian, default) or msra (He et al.; for short runs '
-                             'from scratch such as `make demo`)')
-    parser.add_argument('--solver-type', choices=SOLVER_TYPES,
+    parser.add_argument('--solver-type', choices=run.SOLVER_TYPES,
                         help='Caffe solver type override (default: the solver\'s, SGD)')
-    parser.add_argument('--loss-weight', type=loss_weight, action='append', default=[],
-                        metavar='TOP=W', help='loss weight override, repeatable, e.g. loss_seg=100 '
-                                              '(the paper\'s alpha is 1000, L322-325)')
+    parser.add_argument('--loss-weight', type=loss_weight, action='append', default=[], metavar='TOP=W',
+                        help='loss weight override, repeatable, e.g. loss_seg=100 (the paper\'s alpha is '
+                             '1000, L322-325)')
     parser.add_argument('--seed', type=int, default=1, help='Caffe random seed (default 1)')
+
+
+def _monitoring(parser):
     parser.add_argument('--snapshot-every', type=int, metavar='N',
                         help='snapshot interval (default: the solver\'s snapshot field)')
     parser.add_argument('--display', type=int, metavar='N', help='console line every N iterations')
@@ -520,36 +86,55 @@ def parse_args(argv=None):
     parser.add_argument('--test-iters', type=int, default=10, metavar='N',
                         help='test batches per --test-every (default 10)')
     parser.add_argument('--check-weights-every', type=int, default=1, metavar='N',
-                        help='check the weights for NaN/inf every N iterations (default 1; 0: '
-                             'never, then only the losses are checked)')
+                        help='check the weights for NaN/inf every N iterations (default 1; 0: never, '
+                             'then only the losses are checked)')
     parser.add_argument('--no-plot', action='store_true', help='do not draw RUN_DIR/loss.png')
     parser.add_argument('--quiet', action='store_true', help='no progress bar')
     # test hooks: a NaN weight after iteration N; a SIGINT's effect after iteration N
     parser.add_argument('--inject-nan-at', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--inject-stop-at', type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+
+
+def parser():
+    result = argparse.ArgumentParser(
+        prog='python -m tools.train', description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='Exit codes: 0 done, 2 bad input, 3 NaN/inf stop, 130/143 SIGINT/SIGTERM '
+               '(snapshot written). See docs/TRAINING.md.')
+    for group in (_what_and_where, _initialisation, _overrides, _monitoring):
+        group(result)
+    return result
+
+
+def parse_args(argv=None):
+    """The command line as `tools.training.run.TrainOptions`."""
+    cli = parser()
+    args = cli.parse_args(argv)
     if args.solver is None and (args.net is None or args.dataset is None):
-        parser.error('--net and --dataset are required (or give --solver)')
+        cli.error('--net and --dataset are required (or give --solver)')
     if args.solver is not None and args.net is None:
         args.net = os.path.splitext(os.path.basename(args.solver))[0]
     for name in ('iters', 'batch', 'snapshot_every', 'display', 'test_iters'):
         value = getattr(args, name)
         if value is not None and value < 1:
-            parser.error('--%s must be >= 1' % name.replace('_', '-'))
-    return args
+            cli.error('--%s must be >= 1' % name.replace('_', '-'))
+    fields = {f.name for f in dataclasses.fields(run.TrainOptions)}
+    return run.TrainOptions(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def _main(argv):
+    options = parse_args(argv)
+    try:
+        final = run.train(options)
+    except run.Stopped as stopped:
+        return stopped.code
+    print('final weights: %s' % final)
+    return 0
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    try:
-        final = train(args)
-    except Stopped as stopped:
-        return stopped.code
-    except (TrainError, solver_config.ConfigError, surgery.SurgeryError) as err:
-        print('error: %s' % err, file=sys.stderr)
-        return EXIT_BAD_INPUT
-    print('final weights: %s' % final)
-    return 0
+    """The command line; returns the exit status (docs/DESIGN.md)."""
+    return run_cli(_main, argv)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,75 @@
+"""The small foundation every tool shares (no Caffe import here).
+
+- `REPO`: the repository root (generated nets, solvers and default data paths hang off it);
+  `deploy_prototxt(net, dataset)`, the generated deploy net.
+- `ToolError`: an expected fault (bad input, a missing or damaged file); its message names the
+  file and the fault. `run_cli(main)` turns it (and `data_prep`'s `DataError`) into one line on
+  stderr and exit status 2, the convention of docs/DESIGN.md ("One command-line convention").
+- `quiet_glog()`, `use_device(gpu)`, `gpu_available(gpu)`: Caffe's logging and device choice.
+- `tools.core.protos`: text and binary protos (nets, solvers, caffemodels) and copying weights
+  into a live net by layer name with one shape rule.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_NONFINITE = 0, 1, 2, 3
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+class ToolError(Exception):
+    """An expected fault: a message for the user (naming the file and the fault), no traceback."""
+
+
+def deploy_prototxt(net, dataset):
+    """The generated deploy net of `net` for `dataset` (netgen's layout, under `REPO`)."""
+    import netgen  # noqa: PLC0415 (netgen imports nothing of tools)
+    return netgen.paths(net, dataset, root=str(REPO))['deploy']
+
+
+def quiet_glog():
+    """Keep Caffe's net dumps off the console (before `import caffe`; children inherit it)."""
+    os.environ.setdefault('GLOG_minloglevel', '2')
+
+
+def gpu_available(device):
+    """Whether this Caffe build can use GPU `device` (a CPU-only build aborts the process when
+    asked for a GPU, so ask in a child process)."""
+    probe = 'import caffe; caffe.set_mode_gpu(); caffe.set_device(%d)' % device
+    return subprocess.run([sys.executable, '-c', probe], capture_output=True).returncode == 0
+
+
+def use_device(gpu=None):
+    """Caffe's mode: GPU `gpu` (checked first) or the CPU when None."""
+    import caffe  # noqa: PLC0415 (the foundation imports without Caffe)
+    if gpu is None:
+        caffe.set_mode_cpu()
+        return 'cpu'
+    if not gpu_available(gpu):
+        raise ToolError('--gpu %d: this Caffe build cannot use GPU %d (a CPU-only build, or no such '
+                        'device); build with `make setup CAFFE_GPU=1`' % (gpu, gpu))
+    caffe.set_mode_gpu()
+    caffe.set_device(gpu)
+    return 'gpu %d' % gpu
+
+
+def expected_errors():
+    """The exception types that mean an expected fault (exit 2)."""
+    from data_prep.errors import DataError  # noqa: PLC0415 (data_prep does not import tools)
+    return ToolError, DataError
+
+
+def run_cli(main, argv=None):
+    """Run `main(argv)` under the convention: an expected fault -> `error: ...` on stderr and
+    exit 2; KeyboardInterrupt -> 130. Returns the exit status."""
+    try:
+        return main(argv)
+    except expected_errors() as err:
+        print('error: %s' % err, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print('\ninterrupted', file=sys.stderr)
+        return EXIT_SIGINT
