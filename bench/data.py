@@ -30,11 +30,11 @@ os.environ.setdefault('GLOG_minloglevel', '2')
 import lmdb  # noqa: E402
 import numpy as np  # noqa: E402
 
-from data_prep import cityscapes, convert  # noqa: E402
+from data_prep import cityscapes, convert, sample_cityscapes  # noqa: E402
 from data_prep.batches import CropSampler, parse_param_str  # noqa: E402
 from data_prep.database import open_database  # noqa: E402
 from data_prep.dataset import png_header  # noqa: E402
-from data_prep.sample_cityscapes import write_sample  # noqa: E402
+from netgen.config import MEAN_BGR  # noqa: E402
 
 CROP = 321
 
@@ -180,7 +180,7 @@ def bench_layers(root, db_path, work, batches):
     import caffe  # noqa: PLC0415
     caffe.set_mode_cpu()
     given = {'source': db_path, 'batch_size': 7, 'crop_size': CROP, 'label_size': 41, 'depth_sizes': [81],
-             'mirror': True, 'seed': 1}
+             'mirror': True, 'seed': 1, 'mean': list(MEAN_BGR)}
     os.environ['BENCH_PNG_ROOT'] = root
     nets = {
         'HybridData, 2 worker processes (default)': ('data_prep.layers', 'HybridData', 2),
@@ -242,7 +242,7 @@ def main():
         print(f'machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; '
               f'writing {args.count} full-size sample records ...', flush=True)
         if not os.path.isdir(root):
-            write_sample(root, args.count, seed=0, splits=('train',))
+            sample_cityscapes.write(root, args.count, seed=0, splits=('train',))
         rates = bench_conversion(root, work, args.count)
         print('\n## conversion (sample Cityscapes train, 2048 x 1024)')
         print('| workers | images/s | CPU s / image, main process | CPU s / image, workers |\n| --- | --- | --- | --- |')

@@ -5,15 +5,24 @@
     python -m data_prep export-record --db data/cityscapes/val --index 0 --out record.npz
 """
 import argparse
-import inspect
 import os
+import signal
 import sys
+import threading
 
 import numpy as np
 
 from data_prep import DATASET_MODULES, dataset_module
 from data_prep.dataset import IGNORE
 from data_prep.errors import DataError
+from data_prep.sample import SAMPLE_MODULES
+
+#: Exit statuses of docs/DESIGN.md ("One command-line convention").
+EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main process like Ctrl-C so that the same cleanup runs."""
 
 
 def main(argv=None):
@@ -25,14 +34,48 @@ def main(argv=None):
     _add_sample(commands)
     _add_export(commands)
     args = parser.parse_args(argv)
+    return run(args.run, args)
+
+
+def run(command, args):
+    """`command(args)` under the convention: an expected fault (`DataError`, or an OSError on a
+    named file: missing, unwritable, disk full) -> `error: <file>: <fault>` on stderr and exit 2;
+    SIGINT / SIGTERM -> a note that a rerun resumes, exit 130 / 143; anything else is a bug."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate_handler(os.getpid())) if main_thread else None
     try:
-        return args.run(args)
-    except DataError as err:
+        return command(args)
+    except (DataError, OSError) as err:
+        if not isinstance(err, DataError):
+            if err.filename is None:
+                raise
+            err = DataError(err.filename, err.strerror)
         print(f'error: {err}', file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt as err:
         print('\ninterrupted: rerun the same command to resume from the records done', file=sys.stderr)
-        return 130
+        return EXIT_SIGTERM if isinstance(err, Terminated) else EXIT_SIGINT
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_handler(main_pid):
+    """SIGTERM handler: `Terminated` in this process; forked workers (which inherit it) just die."""
+    def handler(signum, frame):
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated()
+    return handler
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
+    return value
 
 
 def _add_convert(commands, name):
@@ -58,7 +101,8 @@ def _convert(args):
     splits = args.splits or list(module.LABELLED_SPLITS)
     unknown = [s for s in splits if s not in module.SPLITS]
     if unknown:
-        raise SystemExit(f'error: {args.dataset} has no split {unknown[0]!r}; choose from {", ".join(module.SPLITS)}')
+        raise DataError(args.root, f'{args.dataset} has no split {unknown[0]!r}; '
+                                   f'choose from {", ".join(module.SPLITS)}')
     for split in splits:
         if split not in module.LABELLED_SPLITS:
             print(f'note: {args.dataset} {split} has no public labels: converting image and depth only',
@@ -73,19 +117,18 @@ def _add_sample(commands):
     command = commands.add_parser('sample', help='write a small sample dataset in an official layout',
                                   description='Write a small procedurally rendered dataset in the official '
                                               'layout and file formats of --dataset; convert it like the real one.')
-    command.add_argument('--dataset', required=True, choices=list(DATASET_MODULES))
+    command.add_argument('--dataset', required=True, choices=list(SAMPLE_MODULES))
     command.add_argument('--out', required=True, help='root directory of the sample dataset')
-    command.add_argument('--count', type=int, default=4, help='records per split (default: %(default)s)')
+    command.add_argument('--count', type=positive_int, default=4, help='records per split (default: %(default)s)')
     command.add_argument('--seed', type=int, default=0, help='random seed (default: %(default)s)')
     command.set_defaults(run=_sample)
 
 
 def _sample(args):
-    module = dataset_module(args.dataset)
+    from data_prep.sample import write_sample  # noqa: PLC0415
     print(f'writing a sample {args.dataset} ({args.count} records per split, seed {args.seed}) to {args.out}',
           file=sys.stderr)
-    options = {'progress': True} if 'progress' in inspect.signature(module.write_sample).parameters else {}
-    module.write_sample(args.out, args.count, args.seed, **options)
+    write_sample(args.dataset, args.out, args.count, args.seed, progress=True)
     print(args.out)
     return 0
 
@@ -105,7 +148,7 @@ def _export(args):
     from data_prep.database import open_database  # noqa: PLC0415
     database = open_database(args.db)
     if not 0 <= args.index < len(database):
-        raise SystemExit(f'error: --index {args.index} out of range: {args.db} holds {len(database)} records')
+        raise DataError(args.db, f'--index {args.index} out of range: the database holds {len(database)} records')
     record = database[args.index]
     label = record.label if record.label is not None else np.full(record.depth.shape, IGNORE, np.uint8)
     np.savez(args.out, image=record.image, label=label, depth=record.depth)

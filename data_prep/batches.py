@@ -28,7 +28,8 @@ import numpy as np
 from data_prep.dataset import IGNORE
 from data_prep.errors import DataError
 
-#: `param_str` keys with their defaults; None: required.
+#: `param_str` keys with their defaults; None: required (`mean` too: the nets pass the project's one
+#: mean, netgen.config.MEAN_BGR), except `label_size`, where null means no label top.
 DEFAULTS = {
     'source': None, 'batch_size': None, 'crop_size': None,
     'train': True, 'mirror': True, 'flip': False, 'mean': None,
@@ -38,7 +39,6 @@ DEFAULTS = {
 
 def parse_param_str(param_str):
     """The layer's JSON `param_str` as a dict with defaults filled in and every value checked."""
-    from netgen.config import MEAN_BGR  # noqa: PLC0415 (the project's one mean, DESIGN.md)
     try:
         given = json.loads(param_str or '{}')
     except ValueError as err:
@@ -49,11 +49,9 @@ def parse_param_str(param_str):
     if unknown:
         raise ValueError(f'HybridData param_str: unknown key {unknown[0]!r}; known: {", ".join(DEFAULTS)}')
     params = dict(DEFAULTS, **given)
-    missing = [k for k, v in params.items() if v is None and k not in ('mean', 'label_size')]
+    missing = [k for k, v in params.items() if v is None and k != 'label_size']
     if missing:
         raise ValueError(f'HybridData param_str: missing {", ".join(missing)}')
-    if params['mean'] is None:
-        params['mean'] = list(MEAN_BGR)
 
     def check(key, ok, expected):
         if not ok:

@@ -32,10 +32,11 @@ for _label in _OFFICIAL_LABELS:
     if _label.id >= 0:
         KNOWN_LABEL_IDS[_label.id] = True
         LABEL_TO_TRAIN[_label.id] = _label.trainId if 0 <= _label.trainId < IGNORE else IGNORE
-CLASS_NAMES = [l.name for l in sorted((l for l in _OFFICIAL_LABELS if 0 <= l.trainId < IGNORE),
-                                      key=lambda l: l.trainId)]
-#: trainId -> labelId (the sample writer's inverse table).
-TRAIN_TO_LABEL = {l.trainId: l.id for l in _OFFICIAL_LABELS if 0 <= l.trainId < IGNORE}
+_TRAIN_LABELS = sorted((l for l in _OFFICIAL_LABELS if 0 <= l.trainId < IGNORE), key=lambda l: l.trainId)
+#: The 19 class names in trainId order (index = training label).
+CLASS_NAMES = [l.name for l in _TRAIN_LABELS]
+#: trainId (0..18) -> official labelId, as the official scorer reads predictions.
+TRAIN_ID_TO_LABEL_ID = np.array([l.id for l in _TRAIN_LABELS], np.uint8)
 NAME_TO_LABEL_ID = {l.name: l.id for l in _OFFICIAL_LABELS}
 LABEL_COLOURS = {l.id: l.color for l in _OFFICIAL_LABELS}
 
@@ -122,8 +123,3 @@ def load_record(root, split, key):
         sources.insert(1, paths['label'])
     return Record(image, label, depth, sources)
 
-
-def write_sample(out_dir, count=4, seed=0, progress=False, **options):
-    """A small Cityscapes in the official layout; see `data_prep.sample_cityscapes.write_sample`."""
-    from data_prep.sample_cityscapes import write_sample as write  # noqa: PLC0415
-    return write(out_dir, count, seed, progress=progress, **options)

@@ -16,12 +16,14 @@ A dataset module (`data_prep.cityscapes`, `data_prep.sunrgbd`, `data_prep.nyuv2`
     (missing directory or .mat, split indices out of range, ...).
 ``load_record(root, split, key) -> Record``
     One record, fully checked (use the helpers below). Raises `DataError(path, fault)`.
-``write_sample(out_dir, count, seed)``
-    Writes a small dataset in the official layout and file formats; the converter must not be
-    able to tell it from the real thing. Writers may live in a module of their own
-    (`data_prep/sample_<name>.py`); the dataset module then imports it inside `write_sample`.
-    Optional: a `progress=False` keyword (the CLI passes True when the signature has it).
-    `data_prep.synth` renders box/plane scenes with agreeing label and depth, if it helps.
+
+A dataset also has a sample writer, `data_prep/sample_<name>.py` (registered in
+`data_prep.sample.SAMPLE_MODULES`; `data_prep.sample.write_sample` calls it), with
+``write(out_dir, count=4, seed=0, progress=False) -> {split: keys}``: a small dataset in the
+official layout and file formats that the converter must not be able to tell from the real
+thing, and per split the record keys written (SUN-RGBD's and NYUv2's writers: a dict key ->
+the `Record` the reader must return). The writer imports the reader (names, tables), never the
+reverse. `data_prep.synth` renders box/plane scenes with agreeing label and depth, if it helps.
 
 Keep dataset modules light: import only numpy, PIL, cv2, h5py, scipy, json/os/pathlib, and
 `data_prep.errors` / `data_prep.dataset` (Cityscapes also imports `cityscapesscripts` for the

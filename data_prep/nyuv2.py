@@ -112,8 +112,3 @@ def check_class_names(path, names):
         if not isinstance(got, str) or norm(got) != norm(want):
             raise DataError(path, f"'className' {i + 1} is {got!r}, expected {want!r}")
 
-
-def write_sample(out_dir, count=4, seed=0):
-    """A small NYUv2 in the official layout, `count` images per split; see `data_prep.sample_nyuv2`."""
-    from data_prep.sample_nyuv2 import write_sample as write  # noqa: PLC0415
-    return write(out_dir, count, seed)

@@ -108,6 +108,20 @@ def _clear_edges(label):
     return out
 
 
+def furniture_shape(role, u):
+    """(width, depth, stands against the wall) of a piece of furniture of `role`, scale `u`."""
+    return {
+        'bed': (1.5 * u, 2.0 * u, True), 'night_stand': (0.45 * u, 0.4 * u, True),
+        'dresser': (1.2 * u, 0.5 * u, True), 'lamp': (0.35, 0.35, False),
+        'chair': (0.45 * u, 0.45 * u, False), 'sofa': (1.9 * u, 0.9 * u, False),
+        'table': (1.2 * u, 0.8 * u, False), 'tv': (1.0 * u, 0.45, True),
+        'cabinet': (0.8 * u, 0.5 * u, True), 'box': (0.4 * u, 0.35 * u, False),
+        'clutter': (0.3 * u, 0.3 * u, False), 'desk': (1.3 * u, 0.7 * u, True),
+        'bookshelf': (0.9 * u, 0.35, True), 'counter': (2.2 * u, 0.6, True),
+        'fridge': (0.75, 0.7, True),
+    }[role]
+
+
 class _Painter:
     """Draws roles onto a `synth.Canvas` with the dataset's ids and this scene's colours."""
 
@@ -185,22 +199,15 @@ class _Painter:
 
     def furniture(self, room, role):
         """One piece of furniture of `role` with its parts (pillows, props, ...)."""
-        rng = self.rng
-        u = rng.uniform(0.85, 1.15)
-        shapes = {  # width, depth, against the wall
-            'bed': (1.5 * u, 2.0 * u, True), 'night_stand': (0.45 * u, 0.4 * u, True),
-            'dresser': (1.2 * u, 0.5 * u, True), 'lamp': (0.35, 0.35, False),
-            'chair': (0.45 * u, 0.45 * u, False), 'sofa': (1.9 * u, 0.9 * u, False),
-            'table': (1.2 * u, 0.8 * u, False), 'tv': (1.0 * u, 0.45, True),
-            'cabinet': (0.8 * u, 0.5 * u, True), 'box': (0.4 * u, 0.35 * u, False),
-            'clutter': (0.3 * u, 0.3 * u, False), 'desk': (1.3 * u, 0.7 * u, True),
-            'bookshelf': (0.9 * u, 0.35, True), 'counter': (2.2 * u, 0.6, True),
-            'fridge': (0.75, 0.7, True),
-        }
-        width, depth, against_wall = shapes[role]
+        u = self.rng.uniform(0.85, 1.15)   # the piece's scale
+        width, depth, against_wall = furniture_shape(role, u)
         fp = self.place(room, min(width, room.right - room.left - 0.2), depth, against_wall)
-        if fp is None:
-            return
+        if fp is not None:
+            self.build(role, fp, u)
+
+    def build(self, role, fp, u):
+        """The boxes of a piece of furniture of `role` on footprint `fp` (x0, x1, z0, z1), scale `u`."""
+        rng = self.rng
         x0, x1, z0, z1 = fp
         if role in ('table', 'desk'):
             top = 0.74 * u

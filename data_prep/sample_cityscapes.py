@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from data_prep.cityscapes import LABEL_COLOURS, NAME_TO_LABEL_ID
+from data_prep.errors import DataError
 from data_prep.synth import Camera, Canvas
 
 #: Cities of the official splits (sample records take the first two of each).
@@ -31,21 +32,24 @@ FAR = 250.0            # metres of street drawn
 DROPOUT = 0.01         # fraction of pixels without a stereo match
 
 
-def write_sample(out_dir, count=4, seed=0, splits=('train', 'val', 'test'), size=FULL_SIZE, progress=False):
-    """Write `count` records per split under `out_dir`; returns the list of image paths.
+def write(out_dir, count=4, seed=0, progress=False, *, splits=('train', 'val', 'test'), size=FULL_SIZE):
+    """Write `count` records per split under `out_dir`; returns {split: [record keys, sorted]}
+    (``leftImg8bit/<split>/<city>/<file>``, the left image's path relative to `out_dir`).
 
-    `size` (width, height) other than 2048 x 1024 scales the intrinsics (for quick tests only);
-    `progress`: a progress bar on stderr.
+    `progress`: a progress bar on stderr. For tests and benchmarks: `splits`, a subset to write
+    (a record's scene depends on its split's position in `splits`); `size` (width, height) other
+    than 2048 x 1024, which scales the intrinsics.
     """
     from tqdm import tqdm  # noqa: PLC0415
     jobs = [(split_index, split, i) for split_index, split in enumerate(splits) for i in range(count)]
-    paths = []
+    keys = {split: [] for split in splits}
     for split_index, split, i in tqdm(jobs, desc='sample cityscapes', unit='img', disable=not progress):
         rng = np.random.default_rng([seed, split_index, i])
         city = CITIES[split][i % 2]
         stem = f'{city}_{i // 2:06d}_000019'
-        paths.append(_write_record(out_dir, split, city, stem, rng, size))
-    return paths
+        path = _write_record(out_dir, split, city, stem, rng, size)
+        keys[split].append(f'leftImg8bit/{split}/{city}/{os.path.basename(path)}')
+    return {split: sorted(split_keys) for split, split_keys in keys.items()}
 
 
 def render_street(rng, camera, height_m):
@@ -155,4 +159,4 @@ def _write_record(out_dir, split, city, stem, rng, size):
 
 def _imwrite(path, array):
     if not cv2.imwrite(path, array):
-        raise OSError(f'{path}: cannot write PNG')
+        raise DataError(path, 'cannot write PNG (a missing folder, or a read-only or full disk?)')

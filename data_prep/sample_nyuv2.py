@@ -75,9 +75,10 @@ def map_class(names):
     return mapping.astype(np.float64)
 
 
-def write_sample(out_dir, count=4, seed=0):
+def write(out_dir, count=4, seed=0, progress=False):
     """Write `count` images per split under `out_dir`; return {split: {key: Record}}, what the
-    reader must give back."""
+    reader must give back. `progress`: a bar on stderr."""
+    from tqdm import tqdm  # noqa: PLC0415
     if count < 1:
         raise ValueError('count must be at least 1 (images per split)')
     os.makedirs(out_dir, exist_ok=True)
@@ -90,7 +91,8 @@ def write_sample(out_dir, count=4, seed=0):
         'className': list(CLASS_NAMES), 'mapClass': mapping, 'allClassName': names})
     lut = np.concatenate([[IGNORE], mapping - 1]).astype(np.uint8)   # raw id -> training label
 
-    scenes = [render_room(CAMERA, ids, rng, depth_range=(3.0, 9.0)) for _ in range(2 * count)]
+    scenes = [render_room(CAMERA, ids, rng, depth_range=(3.0, 9.0))
+              for _ in tqdm(range(2 * count), desc='sample nyuv2', unit='img', disable=not progress)]
     raw_depths = [_raw_depth(scene, ids, rng) for scene in scenes]
     kinds = [scene.kind for scene in scenes]
     matlab.write_v73(os.path.join(out_dir, LABELED_FILE), {

@@ -55,16 +55,17 @@ def encode_depth(depth):
     return (millimetres << 3) | (millimetres >> 13)
 
 
-def write_sample(out_dir, count=4, seed=0):
+def write(out_dir, count=4, seed=0, progress=False):
     """Write `count` frames per split under `out_dir`; return {split: {key: Record}}, what the
-    reader must give back (the image before JPEG compression)."""
+    reader must give back (the image before JPEG compression). `progress`: a bar on stderr."""
+    from tqdm import tqdm  # noqa: PLC0415
     if count < 1:
         raise ValueError('count must be at least 1 (frames per split)')
     rng = np.random.default_rng(seed)
     in_train = rng.permutation(2 * count) < count
     meta, seg, splits, truth = [], [], {'train': [], 'test': []}, {'train': {}, 'test': {}}
     lut = np.array([IGNORE] + list(range(len(CLASS_NAMES))), np.uint8)
-    for i in range(2 * count):
+    for i in tqdm(range(2 * count), desc='sample sunrgbd', unit='img', disable=not progress):
         sensor = SENSORS[i % len(SENSORS)]
         far = (i + i // len(SENSORS)) % 2 == 1
         scene = render_room(sensor.camera, ROLE_IDS, rng, depth_range=FAR_ROOM if far else NEAR_ROOM)

@@ -172,8 +172,3 @@ def _frames_of(path, stamp):
                             str(depth.parent.parent / DEPTH_DIR / depth.name)))
     return tuple(frames)
 
-
-def write_sample(out_dir, count=4, seed=0):
-    """A small SUN-RGBD in the official layout, `count` frames per split; see `data_prep.sample_sunrgbd`."""
-    from data_prep.sample_sunrgbd import write_sample as write  # noqa: PLC0415
-    return write(out_dir, count, seed)

@@ -11,11 +11,10 @@ import pytest
 from cityscapesscripts.helpers.labels import id2label
 from PIL import Image
 
-from data_prep import cityscapes, convert
+from data_prep import cityscapes, convert, sample_cityscapes
 from data_prep.database import open_database
 from data_prep.dataset import png_header
 from data_prep.errors import DataError
-from data_prep.sample_cityscapes import write_sample
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEM = 'aachen_000000_000019'
@@ -104,7 +103,7 @@ def test_sample_convert_export_gives_back_what_the_sample_wrote(full_sample, spl
 
 def test_sample_labels_and_depth_agree(tmp_path):
     """Road pixels lie on the ground plane: depth * (v - v0) / fy is the camera height everywhere."""
-    write_sample(str(tmp_path), 2, seed=5, splits=('train',), size=(512, 256))
+    sample_cityscapes.write(str(tmp_path), 2, seed=5, splits=('train',), size=(512, 256))
     for city in ('aachen', 'bochum'):
         files = files_of(str(tmp_path), 'train', city, f'{city}_000000_000019')
         _, label, depth = expected_record(files)
@@ -124,8 +123,9 @@ def test_sample_labels_and_depth_agree(tmp_path):
 
 
 def test_sample_is_reproducible_from_its_seed(tmp_path):
-    paths = [write_sample(str(tmp_path / name), 1, seed, splits=('val',), size=(128, 64))[0]
-             for name, seed in [('a', 1), ('b', 1), ('c', 2)]]
+    keys = [sample_cityscapes.write(str(tmp_path / name), 1, seed, splits=('val',), size=(128, 64))['val'][0]
+            for name, seed in [('a', 1), ('b', 1), ('c', 2)]]
+    paths = [os.path.join(tmp_path / name, key) for name, key in zip('abc', keys)]
     data = [open(p, 'rb').read() for p in paths]
     assert data[0] == data[1] != data[2]
 
@@ -135,7 +135,7 @@ def test_sample_is_reproducible_from_its_seed(tmp_path):
 @pytest.fixture(scope='module')
 def small_root(tmp_path_factory):
     root = tmp_path_factory.mktemp('cityscapes_small') / 'root'
-    write_sample(str(root), 2, 0, splits=('train',), size=(192, 96))
+    sample_cityscapes.write(str(root), 2, 0, splits=('train',), size=(192, 96))
     return root
 
 
@@ -201,7 +201,7 @@ def test_cli_reports_bad_input_with_file_and_fault(small_root, tmp_path):
     files = files_of(str(root), 'train', 'aachen', STEM)
     truncate(files['disparity'])
     code, _, err = run_cli('cityscapes', '--root', root, '--out', tmp_path / 'out', '--splits', 'train', '--workers', 1)
-    assert code == 1
+    assert code == 2
     assert f'error: {files["disparity"]}: truncated or corrupt PNG data' in err
     assert os.listdir(tmp_path / 'out') == []
 
@@ -209,7 +209,7 @@ def test_cli_reports_bad_input_with_file_and_fault(small_root, tmp_path):
 def test_skip_bad_converts_the_rest_and_reports_what_was_skipped(small_root, tmp_path):
     root = tmp_path / 'root'
     shutil.copytree(small_root, root)
-    write_sample(str(root), 4, 0, splits=('train',), size=(192, 96))
+    sample_cityscapes.write(str(root), 4, 0, splits=('train',), size=(192, 96))
     bad = files_of(str(root), 'train', 'aachen', STEM)
     truncate(bad['leftImg8bit'])
     os.remove(files_of(str(root), 'train', 'bochum', 'bochum_000001_000019')['camera'])
@@ -231,6 +231,6 @@ def test_layout_errors(tmp_path):
     with pytest.raises(DataError, match='not a Cityscapes root') as info:
         cityscapes.list_records(str(tmp_path), 'train')
     assert info.value.path == os.path.join(str(tmp_path), 'leftImg8bit', 'train')
-    write_sample(str(tmp_path), 1, 0, splits=('val',), size=(64, 32))
+    sample_cityscapes.write(str(tmp_path), 1, 0, splits=('val',), size=(64, 32))
     assert cityscapes.list_records(str(tmp_path), 'val') == [
         'leftImg8bit/val/frankfurt/frankfurt_000000_000019_leftImg8bit.png']

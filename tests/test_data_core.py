@@ -1,4 +1,5 @@
-"""data_prep's shared machinery: file checks, the database format, atomic and resumable conversion.
+"""data_prep's shared machinery: file checks, the database format, atomic and resumable conversion,
+the sample entry point, the command-line convention (exit 2 on bad input, 130 / 143 on signals).
 
 The generic converter is exercised through the Cityscapes reader on small sample datasets
 (256 x 128: only the sample and converter tests of tests/test_cityscapes.py use full size).
@@ -16,18 +17,18 @@ import lmdb
 import numpy as np
 import pytest
 
-from data_prep import cityscapes, convert
+from data_prep import cityscapes, convert, dataset_module, sample_cityscapes
 from data_prep.database import PARTIAL_SUFFIX, Database, open_database, write_database
 from data_prep.dataset import Record, check_depth, check_record, map_labels, png_header, read_json, read_png
 from data_prep.errors import DataError
-from data_prep.sample_cityscapes import write_sample
+from data_prep.sample import write_sample
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = (256, 128)
 
 
 def small_cityscapes(root, count=3, splits=('train',), size=SMALL, seed=0):
-    write_sample(str(root), count, seed, splits=splits, size=size)
+    sample_cityscapes.write(str(root), count, seed, splits=splits, size=size)
     return str(root)
 
 
@@ -253,3 +254,82 @@ def test_output_holding_another_dataset_is_refused(tmp_path):
     (tmp_path / 'junk' / 'val').mkdir(parents=True)
     with pytest.raises(DataError, match='exists and is not a database'):
         convert.convert_split('cityscapes', root, tmp_path / 'junk', 'val', progress=False)
+
+
+# ---------------------------------------------------------------------------------- sample entry point, layering
+
+@pytest.mark.parametrize('dataset', ['cityscapes', 'sunrgbd', 'nyuv2'])
+def test_write_sample_is_one_entry_point_returning_the_keys_the_reader_lists(tmp_path, dataset):
+    keys = write_sample(dataset, tmp_path / 'root', count=1, seed=0)
+    module = dataset_module(dataset)
+    assert sorted(keys) == sorted(module.SPLITS)
+    for split, split_keys in keys.items():
+        assert split_keys == module.list_records(str(tmp_path / 'root'), split) and len(split_keys) == 1
+    with pytest.raises(ValueError, match='count must be at least 1'):
+        write_sample(dataset, tmp_path / 'other', count=0)
+
+
+def test_readers_import_neither_their_sample_writers_nor_other_packages():
+    code = ('import sys, data_prep.__main__, data_prep.batches, data_prep.convert, data_prep.cityscapes, '
+            'data_prep.sunrgbd, data_prep.nyuv2\n'
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in ("netgen", "tools", "bench") '
+            'or m.startswith("data_prep.sample_")))')
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'
+
+
+# ---------------------------------------------------------------------------------- the command-line convention
+
+def run_cli(*args):
+    out = subprocess.run([sys.executable, '-m', 'data_prep', *map(str, args)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    return out.returncode, out.stderr
+
+
+def test_cli_expected_faults_are_one_line_and_exit_2(tmp_path):
+    root = small_cityscapes(tmp_path / 'cs', count=1)
+    db = convert.convert_split('cityscapes', root, tmp_path / 'data', 'train', progress=False)
+    missing = tmp_path / 'nothing'
+    cases = [
+        (('cityscapes', '--root', root, '--out', tmp_path / 'out', '--splits', 'nosuch'),
+         f"error: {root}: cityscapes has no split 'nosuch'; choose from train, val, test"),
+        (('cityscapes', '--root', missing, '--out', tmp_path / 'out', '--splits', 'train'),
+         f'error: {missing / "leftImg8bit" / "train"}: missing directory: not a Cityscapes root'),
+        (('export-record', '--db', db, '--index', 1, '--out', tmp_path / 'r.npz'),
+         f'error: {db}: --index 1 out of range: the database holds 1 records'),
+        (('export-record', '--db', db, '--index', 0, '--out', missing / 'r.npz'),
+         f'error: {missing / "r.npz"}: No such file or directory'),
+    ]
+    for args, message in cases:
+        code, err = run_cli(*args)
+        assert (code, err.strip().splitlines()[-1][:len(message)]) == (2, message), err
+        assert 'Traceback' not in err
+    code, err = run_cli('sample', '--dataset', 'nyuv2', '--out', tmp_path / 'nyuv2', '--count', 0)
+    assert code == 2 and 'argument --count: must be at least 1' in err and not (tmp_path / 'nyuv2').exists()
+
+
+def test_sigterm_stops_a_conversion_with_143_and_a_rerun_resumes(tmp_path):
+    """`kill PID` (SIGTERM, the main process only) in the middle of a 2-worker run: the same cleanup
+    and message as Ctrl-C, exit 143; the same command then finishes the database."""
+    root = small_cityscapes(tmp_path / 'cs', count=6, size=(512, 256))
+    command = [sys.executable, '-m', 'data_prep', 'cityscapes', '--root', root, '--out', str(tmp_path / 'out'),
+               '--splits', 'train', '--workers', '2']
+    partial = str(tmp_path / 'out' / 'train') + PARTIAL_SUFFIX
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and process.poll() is None:
+        if os.path.isfile(os.path.join(partial, 'data.mdb')) and committed(partial):
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert not os.path.exists(tmp_path / 'out' / 'train'), 'finished before the signal: make the sample larger'
+    assert process.returncode == 143, err
+    assert err.rstrip().endswith('interrupted: rerun the same command to resume from the records done')
+    assert 'Traceback' not in err
+    assert 1 <= len(committed(partial)) < 6
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr
+    reference = convert.convert_split('cityscapes', root, tmp_path / 'ref', 'train', progress=False)
+    assert_same_database(tmp_path / 'out' / 'train', reference)

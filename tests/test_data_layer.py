@@ -36,7 +36,8 @@ def coded_db(tmp_path_factory):
 
 
 def params(source, **given):
-    base = {'source': str(source), 'batch_size': 4, 'crop_size': 33, 'label_size': 5, 'depth_sizes': [9, 17]}
+    base = {'source': str(source), 'batch_size': 4, 'crop_size': 33, 'label_size': 5, 'depth_sizes': [9, 17],
+            'mean': list(MEAN_BGR)}
     return parse_param_str(json.dumps(dict(base, **given)))
 
 
@@ -142,8 +143,10 @@ def test_each_epoch_visits_every_record_once(coded_db):
 def test_param_str_errors(coded_db, tmp_path):
     with pytest.raises(ValueError, match="unknown key 'mirorr'"):
         params(coded_db, mirorr=True)
-    with pytest.raises(ValueError, match='missing source'):
+    with pytest.raises(ValueError, match='missing source, mean'):
         parse_param_str(json.dumps({'batch_size': 1, 'crop_size': 321}))
+    with pytest.raises(ValueError, match='missing mean'):   # the nets always pass it: no default
+        parse_param_str(json.dumps({'source': 'x', 'batch_size': 1, 'crop_size': 321}))
     with pytest.raises(ValueError, match='batch_size must be a positive integer'):
         params(coded_db, batch_size=0)
     with pytest.raises(ValueError, match='not JSON'):
@@ -169,7 +172,7 @@ def layer_net(path, param_str, tops):
 
 def test_layer_in_pycaffe_serves_the_sampler_batches(coded_db, tmp_path):
     given = {'source': coded_db, 'batch_size': 2, 'crop_size': 33, 'label_size': 5, 'depth_sizes': [9],
-             'flip': True, 'seed': 11}
+             'flip': True, 'seed': 11, 'mean': list(MEAN_BGR)}
     net = caffe.Net(layer_net(tmp_path / 'net.prototxt', json.dumps(given), ['data', 'label', 'depth']), caffe.TRAIN)
     expected = CropSampler(open_database(coded_db), parse_param_str(json.dumps(given))).batches()
     for _ in range(3):
@@ -182,7 +185,7 @@ def test_layer_in_pycaffe_serves_the_sampler_batches(coded_db, tmp_path):
 
 def test_layer_trains_through_the_caffe_command_line(coded_db, tmp_path):
     param_str = json.dumps({'source': coded_db, 'batch_size': 2, 'crop_size': 33, 'label_size': 5,
-                            'depth_sizes': [9], 'seed': 1})
+                            'depth_sizes': [9], 'seed': 1, 'mean': list(MEAN_BGR)})
     net = tmp_path / 'train.prototxt'
     net.write_text(f'''name: "tiny"
 layer {{ name: "data" type: "Python" top: "data" top: "label" top: "depth"

@@ -25,9 +25,10 @@ caffe.set_mode_cpu()
 @pytest.fixture(scope='module')
 def database(tmp_path_factory):
     """data/nyuv2/{train,test} made from data_prep's sample writer (2 records each)."""
-    from data_prep import convert, dataset_module
+    from data_prep import convert
+    from data_prep.sample import write_sample
     tmp = tmp_path_factory.mktemp('nyuv2')
-    dataset_module(DATASET).write_sample(str(tmp / 'raw'), 2, 0)
+    write_sample(DATASET, str(tmp / 'raw'), 2, 0)
     for split in ('train', 'test'):
         convert.convert_split(DATASET, str(tmp / 'raw'), str(tmp / 'db'), split, workers=1)
     return tmp / 'db'

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from data_prep import matlab, nyuv2
+from data_prep import matlab, nyuv2, sample_nyuv2
 from data_prep.__main__ import main as cli
 from data_prep.errors import DataError
 
@@ -46,7 +46,7 @@ def tiny(tmp_path):
 @pytest.fixture(scope='module')
 def sample(tmp_path_factory):
     root = str(tmp_path_factory.mktemp('nyuv2'))
-    return root, nyuv2.write_sample(root, count=2, seed=5)
+    return root, sample_nyuv2.write(root, count=2, seed=5)
 
 
 # --------------------------------------------------------------------------------------
@@ -228,7 +228,7 @@ def test_record_key_that_is_no_image(tiny):
 
 def test_sample_is_reproducible_and_seeded(tmp_path, sample):
     _, truth = sample
-    again = nyuv2.write_sample(str(tmp_path / 'again'), count=2, seed=5)
+    again = sample_nyuv2.write(str(tmp_path / 'again'), count=2, seed=5)
     for split in ('train', 'test'):
         assert sorted(again[split]) == sorted(truth[split])
         for key in truth[split]:

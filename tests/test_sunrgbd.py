@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from data_prep import matlab, sunrgbd
+from data_prep import matlab, sample_sunrgbd, sunrgbd
 from data_prep.__main__ import main as cli
 from data_prep.dataset import png_header
 from data_prep.errors import DataError
@@ -18,7 +18,7 @@ from data_prep.errors import DataError
 def sample(tmp_path_factory):
     """(root, truth) of a 2-frames-per-split sample (4 frames, one per sensor)."""
     root = str(tmp_path_factory.mktemp('sunrgbd'))
-    return root, sunrgbd.write_sample(root, count=2, seed=3)
+    return root, sample_sunrgbd.write(root, count=2, seed=3)
 
 
 @pytest.fixture
