@@ -7,7 +7,7 @@ Paper: training images are shuffled and randomly cropped to the input size and a
 "flipping and mirroring" (L348-349, L455-456, L530-532). The label is shrunk to the score map and
 the depth to each depth output by corner-aligned sampling: a map of side s covers a crop of side c
 with stride (c - 1) / (s - 1), so 41 = crop[::8, ::8] and 81 = crop[::4, ::4] of a 321 crop
-(REFERENCE.md, DeepLab). Image, label and depth always share one crop and one pair of flips.
+(docs/REFERENCE.md, DeepLab). Image, label and depth always share one crop and one pair of flips.
 
 Batch b is a pure function of (seed, b): epoch e's record order comes from the seed and e, batch
 b's crops and flips from the seed and b. So worker processes can build batches ahead in any

@@ -46,7 +46,7 @@ import numpy as np
 
 from data_prep.errors import DataError
 
-#: Label value of pixels without a class (Caffe's ignore_label, REFERENCE.md).
+#: Label value of pixels without a class (Caffe's ignore_label, docs/REFERENCE.md).
 IGNORE = 255
 
 

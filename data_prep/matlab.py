@@ -1,6 +1,6 @@
 """MATLAB .mat files as the official SUN-RGBD and NYUv2 distributions ship them.
 
-Two formats (REFERENCE.md, Datasets):
+Two formats (docs/REFERENCE.md, Datasets):
 
 - v5/v7 (`splits.mat`, `classMapping40.mat`, `SUNRGBDMeta.mat`, `allsplit.mat`): read with
   `scipy.io.loadmat` through `load_v5`, written with `write_v5`.

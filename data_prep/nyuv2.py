@@ -1,6 +1,6 @@
 """NYU Depth v2 (paper sec. 5.3, L527-532): the labelled subset's .mat files -> records.
 
-Layout under `--root`, the three files as distributed (REFERENCE.md, Datasets):
+Layout under `--root`, the three files as distributed (docs/REFERENCE.md, Datasets):
 
     nyu_depth_v2_labeled.mat   v7.3; as h5py sees it: images (1449, 3, 640, 480) uint8,
                                depths (1449, 640, 480) float32 metres,

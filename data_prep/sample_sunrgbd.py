@@ -5,7 +5,7 @@ struct array with the authors' absolute paths), SUNRGBD2Dseg.mat (v7.3, seglabel
 behind object references), allsplit.mat (frame directories), and per frame an RGB JPEG, a raw
 `depth` PNG with holes and the filled `depth_bfx` PNG, both uint16 with the bits rotated left by 3,
 plus intrinsics.txt and scene.txt. Frames come from the four sensors with their image sizes
-(REFERENCE.md: "image sizes vary by sensor"). Every other room is 10.5-12 m deep, so that depths
+(docs/REFERENCE.md: "image sizes vary by sensor"). Every other room is 10.5-12 m deep, so that depths
 beyond 8.192 m (the top bits of the rotation) and the 10 m cap occur in every sample.
 """
 import os

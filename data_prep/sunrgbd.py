@@ -1,6 +1,6 @@
 """SUN-RGBD (paper sec. 5.2, L447-454): the official SUNRGBDtoolbox metadata and image tree -> records.
 
-Layout under `--root`, the two official archives unpacked side by side (REFERENCE.md, Datasets):
+Layout under `--root`, the two official archives unpacked side by side (docs/REFERENCE.md, Datasets):
 
     SUNRGBDtoolbox/Metadata/SUNRGBDMeta.mat       v7: struct array SUNRGBDMeta, one frame each
                                                   (rgbpath, depthpath, rgbname, depthname, K, ...)
@@ -44,7 +44,7 @@ SPLIT_VARIABLES = {'train': 'alltrain', 'test': 'alltest'}
 #: The path component from which the authors' absolute paths are taken relative to --root.
 DATA_DIR = 'SUNRGBD'
 DEPTH_DIR = 'depth_bfx'
-MAX_DEPTH = 10.0   # metres, REFERENCE.md
+MAX_DEPTH = 10.0   # metres, docs/REFERENCE.md
 
 #: raw seglabel id -> training label; ids 0..37 are the table.
 _LUT = np.array([IGNORE] + list(range(len(CLASS_NAMES))), np.uint8)

@@ -186,7 +186,7 @@ def gradient_loss(n, head, pred, gt):
 
 
 # ---------------------------------------------------------------------------------------
-# DeepLab-v2: VGG16 feature net and ASPP-L (paper L269-291, REFERENCE.md "DeepLab-v2")
+# DeepLab-v2: VGG16 feature net and ASPP-L (paper L269-291, docs/REFERENCE.md "DeepLab-v2")
 # ---------------------------------------------------------------------------------------
 
 VGG_GROUPS = ((1, 2, 64), (2, 2, 128), (3, 3, 256), (4, 3, 512), (5, 3, 512))
@@ -223,7 +223,7 @@ def aspp(n, bottom, num_classes, train):
 
 
 # ---------------------------------------------------------------------------------------
-# DepthNet (paper L241-268, REFERENCE.md "DepthNet")
+# DepthNet (paper L241-268, docs/REFERENCE.md "DepthNet")
 # ---------------------------------------------------------------------------------------
 
 def alexnet_trunk(n, prefix, bottom, param, conv1_pad, pool5_stride):

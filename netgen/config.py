@@ -4,7 +4,7 @@ Sizes follow the paper: 321 x 321 input with a 41 x 41 (1/8) score map and globa
 depth map (paper L253-257) and an 81 x 81 refined depth map (L267-268).
 """
 
-#: Per-channel mean subtracted from BGR input, DeepLab-v2's (REFERENCE.md, DeepLab).
+#: Per-channel mean subtracted from BGR input, DeepLab-v2's (docs/REFERENCE.md, DeepLab).
 MEAN_BGR = (104.008, 116.669, 122.675)
 
 #: Network input side (paper L257: "an input image with size 321 by 321").
@@ -39,7 +39,7 @@ SEG_LOSS_WEIGHT = 1000.0
 SEG_LOSS_NORMALIZATION = 'VALID'
 
 #: Depth blobs are metres, but the depth losses are measured in DepthNet's unit, 10 m
-#: (REFERENCE.md, DepthNet: "its depth targets are metres/10"), so that alpha = 1000
+#: (docs/REFERENCE.md, DepthNet: "its depth targets are metres/10"), so that alpha = 1000
 #: balances the two tasks as in the paper: `loss_*_abs` gets loss_weight 1 / unit^2.
 #: MVN losses are scale-free and keep weight 1.
 DEPTH_LOSS_UNIT_M = 10.0
