@@ -6,7 +6,8 @@ when a checked-in file differs from what the generators produce now. Run
 `python -m netgen --help` for the options (--net, --dataset, --root, --no-draw, --print,
 --baseline-recipe, --set).
 
-Nets (`NETS`; DepthNet trains in three stages, `STAGES['depthnet']`):
+Nets (`NETS`; DepthNet trains in three stages, `STAGES['depthnet']`, paper L183-188; the
+names, stages and the 'depthnet' alias live in `netgen.names`):
 
 - `a1`: HybridNet A1, `a2`: HybridNet A2, `deeplab_aspp`: DeepLab-v2 VGG16 ASPP-L,
 - `depthnet`: `depthnet_global`, `depthnet_gradient`, `depthnet_refine` (+ joint deploy).
@@ -53,12 +54,12 @@ depth), `loss_global_abs` / `loss_global_mvn` (global stage), `loss_gradient_mvn
 (gradient stage).
 """
 from .config import DATASETS, DEPTHNET_LAYER_MAP
-from .generate import NAMES, NETS, STAGES, check, paths, solver, write_all
+from .generate import check, paths, solver, write_all
+from .names import NAMES, NETS, STAGES, check_names
 
 
 def build(net, dataset, phase, data_layer='python', batch_size=None, baseline_recipe=None):
     """NetParameter of `net` for `dataset` and `phase` (see `netgen.nets.build`)."""
-    from .generate import check_names
     from .nets import build as _build
     check_names([net], [dataset])
     return _build(net, dataset, phase, data_layer=data_layer, batch_size=batch_size,

@@ -51,6 +51,34 @@ def test_names():
     assert set(TRAINABLE) == set(netgen.NAMES) - {'depthnet'}
 
 
+def test_name_registry():
+    """netgen.names is the one place that knows the nets, the stages and the alias."""
+    from netgen import names
+    assert tuple(SPECS) == names.TRAINABLE == tuple(generate.expand(netgen.NETS))
+    assert (generate.NETS, generate.STAGES, generate.expand) == (
+        names.NETS, names.STAGES, names.expand)
+    assert names.stages('depthnet') == netgen.STAGES['depthnet']
+    assert names.stages('a2') == ('a2',)
+    assert [names.deploy_spec_name(n) for n in ('depthnet', 'a2', 'depthnet_global')] == \
+        ['depthnet_refine', 'a2', 'depthnet_global']
+    assert [names.deploy_name(n) for n in ('depthnet_refine', 'a2')] == ['depthnet', 'a2']
+    assert names.DEPLOY_NETS == tuple(EXPECTED_OUTPUTS)
+
+
+def test_specs_are_frozen_keyword_dataclasses():
+    import dataclasses
+    from netgen.nets import Loss, Recipe, Solver, Spec
+    for cls in (Loss, Recipe, Solver, Spec):
+        assert dataclasses.is_dataclass(cls)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        SPECS['a1'].seg = False
+    with pytest.raises(TypeError):
+        Loss('seg', 'seg', 'fc8', 'label')                  # keywords only
+    assert SPECS['a2'].depth_gt == (('depth_gt_81', 81),)
+    assert SPECS['deeplab_aspp'].depth_gt == ()
+    assert [l.gt for l in SPECS['depthnet_gradient'].losses] == ['depth_gt_41']
+
+
 def test_paths():
     p = netgen.paths('a1', 'cityscapes')
     assert p == dict(train='prototxt/a1_cityscapes/train.prototxt',
@@ -90,6 +118,7 @@ def test_cli_rejects_unknown_names():
         r = subprocess.run([sys.executable, '-m', 'netgen', '--check'] + args, cwd=ROOT,
                            capture_output=True, text=True)
         assert r.returncode == 2, r.stderr
+        assert r.stderr.startswith('error: ') and r.stderr.count('\n') == 1, r.stderr
         assert all(v in r.stderr for v in valid), r.stderr
 
 
@@ -346,7 +375,7 @@ def test_parent_recipe_nets():
 def test_cli_variants(tmp_path, monkeypatch, capsys):
     """--baseline-recipe and --set write variants (and --check compares against them)."""
     from netgen.__main__ import main
-    for name in ('BASELINE_RECIPE', 'FLIP'):          # main() sets them: restore after
+    for name in ('BASELINE_RECIPE', 'FLIP', 'REFINE_VGG_BLOB'):   # main() sets them
         monkeypatch.setattr(config, name, getattr(config, name))
 
     def run(*args):
@@ -360,7 +389,10 @@ def test_cli_variants(tmp_path, monkeypatch, capsys):
     assert run('--check', '--baseline-recipe', 'parent', '--set', 'FLIP=True') == 0
     capsys.readouterr()
     assert run('--set', 'NO_SUCH=1') == 2
-    assert 'RANDOM_INIT_STD' in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith('error: --set NO_SUCH=1') and 'RANDOM_INIT_STD' in err
+    assert run('--set', 'REFINE_VGG_BLOB=conv1_1', '--net', 'a2') == 2   # a rejected value
+    assert capsys.readouterr().err.startswith('error: REFINE_VGG_BLOB')
 
 
 def test_diagram(tmp_path):
