@@ -13,7 +13,7 @@ import netgen
 from netgen import config, generate, shapes
 from netgen.nets import SPECS, build, recipe
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support import ROOT
 TRAINABLE = list(SPECS)           # a1, a2, deeplab_aspp and the three DepthNet stages
 LOSS_TYPES = ('SoftmaxWithLoss', 'EuclideanLoss')
 PARAM_STR_KEYS = {'source', 'batch_size', 'crop_size', 'train', 'mirror', 'flip', 'mean',

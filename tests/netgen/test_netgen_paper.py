@@ -24,7 +24,7 @@ import netgen
 pytestmark = pytest.mark.slow
 caffe.set_mode_cpu()
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support import ROOT
 CLASSES = {'cityscapes': 19, 'sunrgbd': 37, 'nyuv2': 40}          # paper L342, L450, L529
 CITY = 'cityscapes'
 TRAINABLE = ('a1', 'a2', 'deeplab_aspp', 'depthnet_global', 'depthnet_gradient',

@@ -15,7 +15,7 @@ from netgen import config, shapes
 from netgen.fixed_weights import fill_fixed_weights
 from netgen.nets import SPECS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support import ROOT
 DATASET = 'nyuv2'
 
 pytestmark = pytest.mark.slow
