@@ -1,7 +1,7 @@
 """Data speed: conversion with 2 workers vs 1, storage formats for random crops, and the HybridData
 layer vs a naive layer that decodes the PNGs per crop; side by side in one run.
 
-    .venv/bin/python bench/data.py [--count 8] [--crops 60] [--batches 12] [--workdir DIR]
+    .venv/bin/python -m bench.data [--count 8] [--crops 60] [--batches 12] [--workdir DIR]
 
 On a sample Cityscapes at full size (2048 x 1024, written first):
 1. conversion images/s, `--workers 1` then `--workers 2`, same records (target: >= 1.8x on 2 cores);
@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault('GLOG_minloglevel', '2')
 
 import lmdb  # noqa: E402

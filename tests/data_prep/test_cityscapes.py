@@ -15,8 +15,8 @@ from data_prep import cityscapes, convert, sample_cityscapes
 from data_prep.database import open_database
 from data_prep.dataset import png_header
 from data_prep.errors import DataError
+from tests.support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEM = 'aachen_000000_000019'
 
 

@@ -22,8 +22,8 @@ from data_prep.database import PARTIAL_SUFFIX, Database, open_database, write_da
 from data_prep.dataset import Record, check_depth, check_record, map_labels, png_header, read_json, read_png
 from data_prep.errors import DataError
 from data_prep.sample import write_sample
+from tests.support import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = (256, 128)
 
 

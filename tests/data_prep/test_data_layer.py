@@ -18,7 +18,7 @@ from data_prep.dataset import Record
 from data_prep.errors import DataError
 from netgen.config import MEAN_BGR
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.support import ROOT
 CAFFE_CLI = os.path.join(ROOT, '.venv', 'bin', 'caffe')
 
 

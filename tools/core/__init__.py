@@ -63,12 +63,18 @@ def expected_errors():
 
 
 def run_cli(main, argv=None):
-    """Run `main(argv)` under the convention: an expected fault -> `error: ...` on stderr and
-    exit 2; KeyboardInterrupt -> 130. Returns the exit status."""
+    """Run `main(argv)` under the convention: an expected fault (`ToolError`, `DataError`, an
+    OSError naming a file) -> `error: ...` on stderr and exit 2; KeyboardInterrupt -> 130.
+    Returns the exit status."""
     try:
         return main(argv)
     except expected_errors() as err:
         print('error: %s' % err, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as err:  # a missing, unreadable or unwritable file; a full disk
+        if not err.filename:
+            raise
+        print('error: %s: %s' % (err.filename, err.strerror or err), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print('\ninterrupted', file=sys.stderr)
