@@ -16,13 +16,14 @@ Caffe side there goes through the `caffe` binary alone.
   DummyData layer with random image / label / depth fillers (a training iteration without
   a database, reproducible from the solver's random_seed).
 """
+
 import os
 import re
 import shutil
 import subprocess
 import time
 
-TF32_LOG = 'CUBLAS_TF32_TENSOR_OP_MATH'   # what the TF32 patch logs when it switches on
+TF32_LOG = 'CUBLAS_TF32_TENSOR_OP_MATH'  # what the TF32 patch logs when it switches on
 
 
 class CaffeError(RuntimeError):
@@ -54,8 +55,7 @@ def _run(cmd, tf32=False, timeout=3600):
     log = p.stdout + p.stderr
     if p.returncode != 0:
         tail = '\n'.join(log.splitlines()[-25:])
-        raise CaffeError('%s exited %d after %.0f s:\n%s' % (' '.join(cmd), p.returncode,
-                                                              time.time() - t0, tail))
+        raise CaffeError('%s exited %d after %.0f s:\n%s' % (' '.join(cmd), p.returncode, time.time() - t0, tail))
     return log
 
 
@@ -70,45 +70,51 @@ _AVG_MS = re.compile(r'Average Forward-Backward: ([0-9.e+-]+) ms')
 def caffe_time(caffe, model, iterations, gpu=None, tf32=False, timeout=3600):
     """`caffe time -model M -iterations N [-gpu G]` (TRAIN phase; one untimed forward
     and backward first). dict(per_iter_ms=[...], mean_ms, tf32_applied, log)."""
-    log = _run([caffe, 'time', '-model', model, '-iterations', str(iterations)]
-               + _gpu_args(gpu), tf32=tf32, timeout=timeout)
+    log = _run(
+        [caffe, 'time', '-model', model, '-iterations', str(iterations)] + _gpu_args(gpu), tf32=tf32, timeout=timeout
+    )
     per_iter = [float(ms) for _, ms in _ITER_MS.findall(log)]
     avg = _AVG_MS.search(log)
     if not per_iter or avg is None:
         raise CaffeError('no timings in the output of caffe time:\n' + log[-2000:])
-    return dict(per_iter_ms=per_iter, mean_ms=float(avg.group(1)),
-                tf32_applied=TF32_LOG in log, log=log)
+    return dict(per_iter_ms=per_iter, mean_ms=float(avg.group(1)), tf32_applied=TF32_LOG in log, log=log)
 
 
-_STAMP_ITER = re.compile(r'^[IWEF]\d{8} (\d\d):(\d\d):(\d\d\.\d+) .*\] Iteration (\d+)(?: \([^)]*\))?, loss = ',
-                         re.M)
+_STAMP_ITER = re.compile(r'^[IWEF]\d{8} (\d\d):(\d\d):(\d\d\.\d+) .*\] Iteration (\d+)(?: \([^)]*\))?, loss = ', re.M)
 
 
-def caffe_train_timing(caffe, net, iterations, gpu=None, tf32=False, workdir=None,
-                       weight_decay=0.005, timeout=3600):
+def caffe_train_timing(caffe, net, iterations, gpu=None, tf32=False, workdir=None, weight_decay=0.005, timeout=3600):
     """Seconds per training iteration as `caffe train` runs them: forward, backward and
     the SGD update (momentum 0.9), `iterations` + 1 iterations with the loss logged at
     each; the time between consecutive log lines is one iteration (update of k, forward
     and backward of k + 1), so iteration 0 (first allocations) is not counted. base_lr is
     tiny (1e-12) so random data cannot diverge into NaN/denormal arithmetic.
     dict(per_iter_ms=[...], tf32_applied, log)."""
-    import tempfile
+    import tempfile  # noqa: PLC0415
+
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         solver = os.path.join(tmp, 'solver.prototxt')
         with open(solver, 'w') as f:
-            f.write(parity_solver(os.path.abspath(net), os.path.join(tmp, 'snap'),
-                                  base_lr=1e-12, iterations=iterations + 1,
-                                  gpu=gpu is not None, weight_decay=weight_decay))
-        log = _run([caffe, 'train', '-solver', solver] + _gpu_args(gpu), tf32=tf32,
-                   timeout=timeout)
+            f.write(
+                parity_solver(
+                    os.path.abspath(net),
+                    os.path.join(tmp, 'snap'),
+                    base_lr=1e-12,
+                    iterations=iterations + 1,
+                    gpu=gpu is not None,
+                    weight_decay=weight_decay,
+                )
+            )
+        log = _run([caffe, 'train', '-solver', solver] + _gpu_args(gpu), tf32=tf32, timeout=timeout)
     # Solve() logs one more "Iteration N+1, loss" after a final forward-only pass: skip it.
     stamps = {}
     for h, m, s, it in _STAMP_ITER.findall(log):
         if int(it) <= iterations:
             stamps[int(it)] = int(h) * 3600 + int(m) * 60 + float(s)
     if len(stamps) < iterations + 1:
-        raise CaffeError('expected %d "Iteration N, loss" lines, found %d:\n%s' % (
-            iterations + 1, len(stamps), log[-2000:]))
+        raise CaffeError(
+            'expected %d "Iteration N, loss" lines, found %d:\n%s' % (iterations + 1, len(stamps), log[-2000:])
+        )
     its = sorted(stamps)
     per_iter = [((stamps[b] - stamps[a]) % 86400) * 1000.0 for a, b in zip(its, its[1:])]
     return dict(per_iter_ms=per_iter, tf32_applied=TF32_LOG in log, log=log)
@@ -120,8 +126,7 @@ _LOSS = re.compile(r'Iteration (\d+)(?: \([^)]*\))?, loss = ([-0-9.e+naif]+)')
 def caffe_train_losses(caffe, solver, gpu=None, tf32=False, timeout=1800):
     """`caffe train -solver S [-gpu G]`: {iteration: loss} as logged (display: 1 logs
     every iteration), plus the log. Returns (losses, tf32_applied, log)."""
-    log = _run([caffe, 'train', '-solver', solver] + _gpu_args(gpu), tf32=tf32,
-               timeout=timeout)
+    log = _run([caffe, 'train', '-solver', solver] + _gpu_args(gpu), tf32=tf32, timeout=timeout)
     losses = {int(i): float(v) for i, v in _LOSS.findall(log)}
     if not losses:
         raise CaffeError('no "Iteration N, loss = x" lines in the output:\n' + log[-2000:])
@@ -134,7 +139,8 @@ def dummy_data_net(net_param, data_std=50.0, depth_range=(1.0, 50.0)):
     uniform in [0, K) (Caffe casts labels to int: valid classes, K from the net's
     SoftmaxWithLoss bottom), depth tops uniform in `depth_range` metres. Fillers draw from
     Caffe's CPU RNG, so the solver's random_seed makes the batches reproducible."""
-    from caffe.proto import caffe_pb2
+    from caffe.proto import caffe_pb2  # noqa: PLC0415
+
     net = caffe_pb2.NetParameter()
     net.CopyFrom(net_param)
     num_classes = _num_classes(net)
@@ -179,13 +185,13 @@ def _num_classes(net):
     return None
 
 
-def parity_solver(net_path, snapshot_prefix, base_lr=2.5e-6, iterations=2, seed=1,
-                  gpu=True, weight_decay=0.005):
+def parity_solver(net_path, snapshot_prefix, base_lr=2.5e-6, iterations=2, seed=1, gpu=True, weight_decay=0.005):
     """SolverParameter text: `iterations` SGD steps of the net, loss logged every step,
     no snapshot."""
-    return ('net: "%s"\nbase_lr: %g\nlr_policy: "fixed"\nmomentum: 0.9\n'
-            'weight_decay: %g\nmax_iter: %d\ndisplay: 1\naverage_loss: 1\n'
-            'random_seed: %d\nsnapshot: 0\nsnapshot_after_train: false\n'
-            'snapshot_prefix: "%s"\nsolver_mode: %s\n' % (
-                net_path, base_lr, weight_decay, iterations, seed, snapshot_prefix,
-                'GPU' if gpu else 'CPU'))
+    return (
+        'net: "%s"\nbase_lr: %g\nlr_policy: "fixed"\nmomentum: 0.9\n'
+        'weight_decay: %g\nmax_iter: %d\ndisplay: 1\naverage_loss: 1\n'
+        'random_seed: %d\nsnapshot: 0\nsnapshot_after_train: false\n'
+        'snapshot_prefix: "%s"\nsolver_mode: %s\n'
+        % (net_path, base_lr, weight_decay, iterations, seed, snapshot_prefix, 'GPU' if gpu else 'CPU')
+    )

@@ -14,26 +14,26 @@ On a sample Cityscapes at full size (2048 x 1024, written first):
    from the official PNGs per crop (target: >= 100/s).
 The formats are timed in alternation (A B C D, then D C B A) so that drift in machine load hits all.
 """
+
 import argparse
 import json
 import os
 import resource
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault('GLOG_minloglevel', '2')
 
-import lmdb  # noqa: E402
-import numpy as np  # noqa: E402
+import lmdb
+import numpy as np
 
-from data_prep import cityscapes, convert, sample_cityscapes  # noqa: E402
-from data_prep.batches import CropSampler, parse_param_str  # noqa: E402
-from data_prep.database import open_database  # noqa: E402
-from data_prep.dataset import png_header  # noqa: E402
-from netgen.config import MEAN_BGR  # noqa: E402
+from data_prep import cityscapes, convert, sample_cityscapes
+from data_prep.batches import CropSampler, parse_param_str
+from data_prep.database import open_database
+from data_prep.dataset import png_header
+from netgen.config import MEAN_BGR
 
 CROP = 321
 
@@ -56,8 +56,9 @@ class PngSource:
     def read_window(self, index, top, left, height, width):
         record = cityscapes.load_record(self.root, self.split, self.keys[index])
         rows, cols = slice(top, top + height), slice(left, left + width)
-        return record._replace(image=record.image[rows, cols], label=record.label[rows, cols],
-                               depth=record.depth[rows, cols])
+        return record._replace(
+            image=record.image[rows, cols], label=record.label[rows, cols], depth=record.depth[rows, cols]
+        )
 
 
 class Hdf5Source:
@@ -65,17 +66,23 @@ class Hdf5Source:
 
     def __init__(self, path, database):
         import h5py  # noqa: PLC0415 (only here: h5py must stay out of the layer's imports)
+
         with h5py.File(path, 'w') as f:
             for i, record in enumerate(database):
                 for name in ('image', 'label', 'depth'):
                     array = getattr(record, name)
-                    f.create_dataset(f'{i}/{name}', data=array, chunks=(64, 64) + array.shape[2:],
-                                     compression='gzip', compression_opts=1)
+                    f.create_dataset(
+                        f'{i}/{name}',
+                        data=array,
+                        chunks=(64, 64) + array.shape[2:],
+                        compression='gzip',
+                        compression_opts=1,
+                    )
         self.file = h5py.File(path, 'r', rdcc_nbytes=0)
 
     def read_window(self, index, top, left, height, width):
         group = self.file[str(index)]
-        return [group[name][top:top + height, left:left + width] for name in ('image', 'label', 'depth')]
+        return [group[name][top : top + height, left : left + width] for name in ('image', 'label', 'depth')]
 
 
 class RawLmdbSource:
@@ -95,10 +102,13 @@ class RawLmdbSource:
         out = []
         h, w = self.shapes[index]
         with self.env.begin(buffers=True) as txn:
-            for name, dtype, shape in (('image', np.uint8, (h, w, 3)), ('label', np.uint8, (h, w)),
-                                       ('depth', np.float32, (h, w))):
+            for name, dtype, shape in (
+                ('image', np.uint8, (h, w, 3)),
+                ('label', np.uint8, (h, w)),
+                ('depth', np.float32, (h, w)),
+            ):
                 array = np.frombuffer(txn.get(f'{index}/{name}'.encode()), dtype).reshape(shape)
-                out.append(array[top:top + height, left:left + width].copy())
+                out.append(array[top : top + height, left : left + width].copy())
         return out
 
 
@@ -119,8 +129,12 @@ def time_crops(source, shapes, count, seed):
 
 def cpu_seconds():
     """(CPU seconds of this process, of its finished children)."""
-    return np.array([r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                                        resource.getrusage(resource.RUSAGE_CHILDREN))])
+    return np.array(
+        [
+            r.ru_utime + r.ru_stime
+            for r in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+        ]
+    )
 
 
 def bench_conversion(root, work, count):
@@ -149,13 +163,19 @@ def bench_storage(root, db_path, work, crops):
     n = len(database)
     sources = {
         'LMDB, zlib tiles 64 (ours)': (database, folder_bytes(db_path) / n),
-        'HDF5, gzip-1 chunks 64': (Hdf5Source(os.path.join(work, 'records.h5'), database),
-                                   os.path.getsize(os.path.join(work, 'records.h5')) / n),
-        'LMDB, raw arrays': (RawLmdbSource(os.path.join(work, 'raw.lmdb'), database),
-                             folder_bytes(os.path.join(work, 'raw.lmdb')) / n),
-        'official PNGs, decoded per crop': (PngSource(root, 'train'),
-                                            sum(folder_bytes(os.path.join(root, d, 'train'))
-                                                for d in ('leftImg8bit', 'gtFine', 'disparity', 'camera')) / n),
+        'HDF5, gzip-1 chunks 64': (
+            Hdf5Source(os.path.join(work, 'records.h5'), database),
+            os.path.getsize(os.path.join(work, 'records.h5')) / n,
+        ),
+        'LMDB, raw arrays': (
+            RawLmdbSource(os.path.join(work, 'raw.lmdb'), database),
+            folder_bytes(os.path.join(work, 'raw.lmdb')) / n,
+        ),
+        'official PNGs, decoded per crop': (
+            PngSource(root, 'train'),
+            sum(folder_bytes(os.path.join(root, d, 'train')) for d in ('leftImg8bit', 'gtFine', 'disparity', 'camera'))
+            / n,
+        ),
     }
     seconds = {name: np.zeros(2) for name in sources}
     counts = {name: 0 for name in sources}
@@ -171,15 +191,25 @@ def bench_storage(root, db_path, work, crops):
 def data_layer_net(path, module, layer, param_str):
     Path(path).write_text(
         f'name: "data_only"\nlayer {{ name: "data" type: "Python" top: "data" top: "label" top: "depth"\n'
-        f'  python_param {{ module: "{module}" layer: "{layer}" param_str: \'{param_str}\' }} }}\n')
+        f'  python_param {{ module: "{module}" layer: "{layer}" param_str: \'{param_str}\' }} }}\n'
+    )
     return path
 
 
 def bench_layers(root, db_path, work, batches):
     import caffe  # noqa: PLC0415
+
     caffe.set_mode_cpu()
-    given = {'source': db_path, 'batch_size': 7, 'crop_size': CROP, 'label_size': 41, 'depth_sizes': [81],
-             'mirror': True, 'seed': 1, 'mean': list(MEAN_BGR)}
+    given = {
+        'source': db_path,
+        'batch_size': 7,
+        'crop_size': CROP,
+        'label_size': 41,
+        'depth_sizes': [81],
+        'mirror': True,
+        'seed': 1,
+        'mean': list(MEAN_BGR),
+    }
     os.environ['BENCH_PNG_ROOT'] = root
     nets = {
         'HybridData, 2 worker processes (default)': ('data_prep.layers', 'HybridData', 2),
@@ -189,15 +219,18 @@ def bench_layers(root, db_path, work, batches):
     rates = {}
     for name, (module, layer, workers) in nets.items():
         param_str = json.dumps(dict(given, workers=workers))
-        net = caffe.Net(data_layer_net(os.path.join(work, f'{layer}{workers}.prototxt'), module, layer, param_str),
-                        caffe.TRAIN)
+        net = caffe.Net(
+            data_layer_net(os.path.join(work, f'{layer}{workers}.prototxt'), module, layer, param_str), caffe.TRAIN
+        )
         count = batches if layer == 'HybridData' else max(2, batches // 6)
         net.forward()  # warm-up: the first batch includes opening the database and starting workers
         start, cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             net.forward()
-        rates[name] = (7 * count / (time.perf_counter() - start),
-                       7 * count / (time.process_time() - cpu) if not workers else None)
+        rates[name] = (
+            7 * count / (time.perf_counter() - start),
+            7 * count / (time.process_time() - cpu) if not workers else None,
+        )
         del net
     return rates
 
@@ -231,24 +264,33 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--count', type=int, default=8, help='full-size sample records (default: %(default)s)')
     parser.add_argument('--crops', type=int, default=60, help='random crops per storage format (default: %(default)s)')
-    parser.add_argument('--batches', type=int, default=12, help='batches of 7 through HybridData (default: %(default)s)')
+    parser.add_argument(
+        '--batches', type=int, default=12, help='batches of 7 through HybridData (default: %(default)s)'
+    )
     parser.add_argument('--workdir', help='where the sample and databases go (default: a temporary directory)')
     args = parser.parse_args()
     work = args.workdir or tempfile.mkdtemp(prefix='bench_data_')
     os.makedirs(work, exist_ok=True)
     root = os.path.join(work, 'cityscapes')
     try:
-        print(f'machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; '
-              f'writing {args.count} full-size sample records ...', flush=True)
+        print(
+            f'machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; '
+            f'writing {args.count} full-size sample records ...',
+            flush=True,
+        )
         if not os.path.isdir(root):
             sample_cityscapes.write(root, args.count, seed=0, splits=('train',))
         rates = bench_conversion(root, work, args.count)
         print('\n## conversion (sample Cityscapes train, 2048 x 1024)')
-        print('| workers | images/s | CPU s / image, main process | CPU s / image, workers |\n| --- | --- | --- | --- |')
+        print(
+            '| workers | images/s | CPU s / image, main process | CPU s / image, workers |\n| --- | --- | --- | --- |'
+        )
         for workers, (rate, main, children) in sorted(rates.items()):
             print(f'| {workers} | {rate:.2f} | {main:.2f} | {children:.2f} |')
-        print(f'speed-up with 2 workers: {rates[2][0] / rates[1][0]:.2f}x measured, '
-              f'{projected_speedup(rates):.2f}x projected on 2 idle cores from CPU time')
+        print(
+            f'speed-up with 2 workers: {rates[2][0] / rates[1][0]:.2f}x measured, '
+            f'{projected_speedup(rates):.2f}x projected on 2 idle cores from CPU time'
+        )
 
         db_path = os.path.join(work, 'convert1', 'train')
         storage = bench_storage(root, db_path, work, args.crops)
@@ -263,8 +305,10 @@ def main():
         for name, (rate, cpu_rate) in layers.items():
             print(f'| {name} | {rate:.1f} | {"-" if cpu_rate is None else f"{cpu_rate:.1f}"} |')
         values = [rate for rate, _ in layers.values()]
-        print(f'HybridData / naive: {values[0] / values[-1]:.1f}x (workers 2), {values[1] / values[-1]:.1f}x '
-              f'(workers 0); load average now {os.getloadavg()[0]:.1f}')
+        print(
+            f'HybridData / naive: {values[0] / values[-1]:.1f}x (workers 2), {values[1] / values[-1]:.1f}x '
+            f'(workers 0); load average now {os.getloadavg()[0]:.1f}'
+        )
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)

@@ -9,6 +9,7 @@ paper L349-357) through the deploy net with random weights, alternating the two 
 settings predict the same maps. `--rows R` times an R-tile-row image (R x 2048) and scales
 to 4 rows, for a quicker estimate; the output says so.
 """
+
 import argparse
 import os
 import statistics
@@ -19,12 +20,12 @@ from pathlib import Path
 
 os.environ.setdefault('GLOG_minloglevel', '2')
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from netgen import config  # noqa: E402
-from tools.core import deploy_prototxt as deploy_path  # noqa: E402
-from tools.evaluation.predictor import Predictor, load_net  # noqa: E402
-from tools.evaluation.tiling import tile_origins  # noqa: E402
+from netgen import config
+from tools.core import deploy_prototxt as deploy_path
+from tools.evaluation.predictor import Predictor, load_net
+from tools.evaluation.tiling import tile_origins
 
 FULL_ROWS = 4  # a 1024-pixel-tall image is 4 tile rows
 
@@ -51,7 +52,8 @@ def deploy_file(net_name, dataset):
     path = Path(deploy_path(net_name, dataset))
     if path.is_file():
         return path
-    from netgen import nets
+    from netgen import nets  # noqa: PLC0415
+
     handle = tempfile.NamedTemporaryFile('w', suffix='.prototxt', delete=False)
     handle.write(str(nets.build(net_name, dataset, 'deploy')))
     handle.close()
@@ -63,8 +65,13 @@ def time_setting(predictor, image):
     predictor.net.forward_seconds = 0.0
     started, cpu_started = time.perf_counter(), time.process_time()
     label, depth = predictor.predict_tiled(image)
-    return (time.perf_counter() - started, predictor.net.forward_seconds, time.process_time() - cpu_started,
-            label, depth)
+    return (
+        time.perf_counter() - started,
+        predictor.net.forward_seconds,
+        time.process_time() - cpu_started,
+        label,
+        depth,
+    )
 
 
 def main(argv=None):
@@ -73,8 +80,13 @@ def main(argv=None):
     parser.add_argument('--dataset', default='cityscapes', choices=tuple(config.NUM_CLASSES))
     parser.add_argument('--batch', type=int, default=7, help='tiles per forward, batched setting (default 7)')
     parser.add_argument('--repeats', type=int, default=1, help='image passes per setting (default 1)')
-    parser.add_argument('--rows', type=int, default=FULL_ROWS, choices=range(1, FULL_ROWS + 1),
-                        help='tile rows of the timed image (default 4: the full 1024 x 2048 image)')
+    parser.add_argument(
+        '--rows',
+        type=int,
+        default=FULL_ROWS,
+        choices=range(1, FULL_ROWS + 1),
+        help='tile rows of the timed image (default 4: the full 1024 x 2048 image)',
+    )
     parser.add_argument('--gpu', type=int, help='GPU id (CUDA build of Caffe); default CPU')
     args = parser.parse_args(argv)
 
@@ -83,21 +95,32 @@ def main(argv=None):
     tiles = len(tile_origins(height, 2048))
     net = TimedNet(load_net(deploy_file(args.net, args.dataset), None, args.gpu))
     tasks = [task for task, blob in (('segmentation', 'seg_prob'), ('depth', 'depth')) if blob in net.blobs]
-    settings = {'batched (%d tiles per forward)' % args.batch: Predictor(net, tasks, args.batch),
-                'one tile per forward': Predictor(net, tasks, 1)}
+    settings = {
+        'batched (%d tiles per forward)' % args.batch: Predictor(net, tasks, args.batch),
+        'one tile per forward': Predictor(net, tasks, 1),
+    }
     for predictor in settings.values():  # warm up: allocate each batch shape once
         predictor.forward(np.zeros((predictor.batch_size,) + (config.INPUT_SIZE,) * 2 + (3,), np.float32))
     scale = FULL_ROWS / args.rows
-    print('%s/%s deploy net, random weights, %s; image %d x 2048 = %d tiles%s; %d repeat(s)'
-          % (args.net, args.dataset, 'gpu %d' % args.gpu if args.gpu is not None else 'cpu', height, tiles,
-             '' if scale == 1 else ' (times scaled x%g to a 1024 x 2048 image)' % scale, args.repeats))
+    print(
+        '%s/%s deploy net, random weights, %s; image %d x 2048 = %d tiles%s; %d repeat(s)'
+        % (
+            args.net,
+            args.dataset,
+            'gpu %d' % args.gpu if args.gpu is not None else 'cpu',
+            height,
+            tiles,
+            '' if scale == 1 else ' (times scaled x%g to a 1024 x 2048 image)' % scale,
+            args.repeats,
+        )
+    )
     seconds = {name: [] for name in settings}
     forward = {name: [] for name in settings}
     cpu = {name: [] for name in settings}
     outputs = {}
     names = list(settings)
     for repeat in range(args.repeats):
-        for name in (names if repeat % 2 == 0 else names[::-1]):
+        for name in names if repeat % 2 == 0 else names[::-1]:
             total, in_forward, cpu_seconds, label, depth = time_setting(settings[name], image)
             seconds[name].append(total * scale)
             forward[name].append(in_forward * scale)
@@ -105,18 +128,23 @@ def main(argv=None):
             outputs[name] = (label, depth)
             print('  %-32s %8.2f s per image (%.2f CPU s)' % (name, total * scale, cpu_seconds * scale), flush=True)
     (label_a, depth_a), (label_b, depth_b) = outputs.values()
-    same = ((label_a is None or np.array_equal(label_a, label_b))
-            and (depth_a is None or np.allclose(depth_a, depth_b, rtol=1e-5, atol=1e-6)))
+    same = (label_a is None or np.array_equal(label_a, label_b)) and (
+        depth_a is None or np.allclose(depth_a, depth_b, rtol=1e-5, atol=1e-6)
+    )
     print('\n| setting | s per 1024 x 2048 image | of which Caffe forward | CPU s (all threads) | images/s |')
     print('|---|---|---|---|---|')
     for name in names:
         median = statistics.median(seconds[name])
-        print('| %s | %.2f | %.2f | %.2f | %.4f |' % (name, median, statistics.median(forward[name]),
-                                                   statistics.median(cpu[name]), 1 / median))
+        print(
+            '| %s | %.2f | %.2f | %.2f | %.4f |'
+            % (name, median, statistics.median(forward[name]), statistics.median(cpu[name]), 1 / median)
+        )
     ratio = statistics.median(seconds[names[1]]) / statistics.median(seconds[names[0]])
     cpu_ratio = statistics.median(cpu[names[1]]) / statistics.median(cpu[names[0]])
-    print('\nbatched vs one tile per forward: %.3fx faster (wall), %.3fx less CPU time; same predictions: %s'
-          % (ratio, cpu_ratio, same))
+    print(
+        '\nbatched vs one tile per forward: %.3fx faster (wall), %.3fx less CPU time; same predictions: %s'
+        % (ratio, cpu_ratio, same)
+    )
     return 0 if same else 1
 
 

@@ -16,6 +16,7 @@ depth loss up to ~1e11 and one step at the paper's rate to inf: for A2 use --bas
 
 Needs a CUDA build of Caffe and a GPU; no pycaffe (runs the caffe binary).
 """
+
 import argparse
 import json
 import os
@@ -23,6 +24,9 @@ import sys
 import tempfile
 
 from bench import caffe_cli
+from tools.core import REPO
+
+ROOT = str(REPO)
 
 TOL = 1e-3
 
@@ -34,33 +38,54 @@ def parity(caffe, net, gpu=0, iterations=1, tol=TOL, base_lr=2.5e-6, seed=1):
     with tempfile.TemporaryDirectory(prefix='tf32-parity-') as tmp:
         solver = os.path.join(tmp, 'solver.prototxt')
         with open(solver, 'w') as f:
-            f.write(caffe_cli.parity_solver(os.path.abspath(net), os.path.join(tmp, 'snap'),
-                                            base_lr=base_lr, iterations=iterations,
-                                            seed=seed, gpu=True))
+            f.write(
+                caffe_cli.parity_solver(
+                    os.path.abspath(net),
+                    os.path.join(tmp, 'snap'),
+                    base_lr=base_lr,
+                    iterations=iterations,
+                    seed=seed,
+                    gpu=True,
+                )
+            )
         for label, tf32 in (('fp32', False), ('tf32', True)):
             losses, applied, _ = caffe_cli.caffe_train_losses(caffe, solver, gpu=gpu, tf32=tf32)
             out[label] = losses
             out[label + '_tf32_logged'] = applied
     common = sorted(set(out['fp32']) & set(out['tf32']))
-    rel = {it: abs(out['tf32'][it] - out['fp32'][it]) / max(abs(out['fp32'][it]), 1e-30)
-           for it in common}
+    rel = {it: abs(out['tf32'][it] - out['fp32'][it]) / max(abs(out['fp32'][it]), 1e-30) for it in common}
     worst = max(rel.values()) if rel else float('inf')
     ok = bool(rel) and worst <= tol and out['tf32_tf32_logged'] and not out['fp32_tf32_logged']
-    return dict(net=os.path.basename(net), fp32=out['fp32'], tf32=out['tf32'], rel_diff=rel,
-                max_rel_diff=worst, tol=tol, tf32_applied=out['tf32_tf32_logged'],
-                fp32_clean=not out['fp32_tf32_logged'], ok=ok)
+    return dict(
+        net=os.path.basename(net),
+        fp32=out['fp32'],
+        tf32=out['tf32'],
+        rel_diff=rel,
+        max_rel_diff=worst,
+        tol=tol,
+        tf32_applied=out['tf32_tf32_logged'],
+        fp32_clean=not out['fp32_tf32_logged'],
+        ok=ok,
+    )
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--caffe', default=os.path.join(ROOT, '.venv', 'bin', 'caffe-gpu'),
-                   help='CUDA caffe tool (default: %(default)s)')
+    p.add_argument(
+        '--caffe',
+        default=os.path.join(ROOT, '.venv', 'bin', 'caffe-gpu'),
+        help='CUDA caffe tool (default: %(default)s)',
+    )
     p.add_argument('--net', required=True, help='a DummyData train net (<net>.parity.prototxt)')
     p.add_argument('--gpu', type=int, default=0)
     p.add_argument('--iterations', type=int, default=1, help='SGD steps (default: %(default)s)')
-    p.add_argument('--base-lr', type=float, default=2.5e-6,
-                   help='SGD step size (default: %(default)s, the paper\'s; 0: forward parity on '
-                        'two batches, for nets whose random init explodes, e.g. A2\'s refining net)')
+    p.add_argument(
+        '--base-lr',
+        type=float,
+        default=2.5e-6,
+        help="SGD step size (default: %(default)s, the paper's; 0: forward parity on "
+        "two batches, for nets whose random init explodes, e.g. A2's refining net)",
+    )
     p.add_argument('--tol', type=float, default=TOL, help='relative tolerance (default: %(default)s)')
     p.add_argument('--json', help='write the result here too')
     args = p.parse_args(argv)
@@ -68,15 +93,16 @@ def main(argv=None):
     if not ok:
         print('tf32 parity not run: %s' % why)
         return 2
-    r = parity(args.caffe, args.net, gpu=args.gpu, iterations=args.iterations, tol=args.tol,
-               base_lr=args.base_lr)
+    r = parity(args.caffe, args.net, gpu=args.gpu, iterations=args.iterations, tol=args.tol, base_lr=args.base_lr)
     text = json.dumps(r, indent=1, sort_keys=True)
     print(text)
     if args.json:
         with open(args.json, 'w') as f:
             f.write(text)
-    print('TF32 parity %s: max relative loss difference %.3g (tol %g)' % (
-        'OK' if r['ok'] else 'FAILED', r['max_rel_diff'], args.tol))
+    print(
+        'TF32 parity %s: max relative loss difference %.3g (tol %g)'
+        % ('OK' if r['ok'] else 'FAILED', r['max_rel_diff'], args.tol)
+    )
     return 0 if r['ok'] else 1
 
 

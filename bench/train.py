@@ -24,6 +24,7 @@ appends it to docs/PERFORMANCE.md ("## Training speed") with the machine and the
                                                          # make gpu-bundle); needs pycaffe
     python -m bench.train --nets-dir DIR --no-cpu ...    # time prepared nets (no pycaffe)
 """
+
 import argparse
 import datetime
 import json
@@ -58,12 +59,15 @@ PyTorch; fp32 columns have both off. "n/a" says why in the notes below a table.
 
 # --- the nets ------------------------------------------------------------------------------
 
+
 def prepare(out_dir, nets, dataset, batch, parity=('a2', 'deeplab_aspp')):
     """Write `<net>.train.prototxt` (Input data), `<net>.deploy.prototxt`, for the nets in
     `parity` also `<net>.parity.prototxt` (DummyData: a training iteration without a
     database, for bench/tf32_parity.py), and manifest.json. Needs pycaffe (netgen)."""
-    import netgen
-    from google.protobuf import text_format
+    from google.protobuf import text_format  # noqa: PLC0415
+
+    import netgen  # noqa: PLC0415
+
     os.makedirs(out_dir, exist_ok=True)
     manifest = dict(dataset=dataset, batch=batch, nets={})
     for name in expand(nets):
@@ -91,6 +95,7 @@ def load_manifest(nets_dir):
 
 def read_net(path):
     from tools.core.protos import read_net as read  # noqa: PLC0415 (needs caffe_pb2 only)
+
     return read(path)
 
 
@@ -101,10 +106,12 @@ def frozen_layers(train_net):
 
 # --- PyTorch -------------------------------------------------------------------------------
 
+
 def torch_available():
     try:
-        import torch  # noqa: F401
-        from tools.porting.torch_net import CaffeNet  # noqa: F401
+        import torch  # noqa: F401, PLC0415
+
+        from tools.porting.torch_net import CaffeNet  # noqa: F401, PLC0415
     except Exception as e:  # ImportError, or the converter failing to import
         return False, 'PyTorch converter not available (%s: %s)' % (type(e).__name__, e)
     return True, ''
@@ -112,8 +119,10 @@ def torch_available():
 
 def torch_time(train_path, deploy_path, iterations, device='cpu', tf32=False, seed=0):
     """Median ms of forward + loss + backward + SGD step of the converted deploy net."""
-    import torch
-    from tools.porting.torch_net import CaffeNet, module_key
+    import torch  # noqa: PLC0415
+
+    from tools.porting.torch_net import CaffeNet, module_key  # noqa: PLC0415
+
     torch.manual_seed(seed)
     cuda = device.startswith('cuda')
     if cuda:
@@ -149,14 +158,15 @@ def torch_time(train_path, deploy_path, iterations, device='cpu', tf32=False, se
         if cuda:
             torch.cuda.synchronize()
         times.append((time.perf_counter() - t0) * 1000.0)
-    times = times[2 if cuda else 1:]
-    del net, inputs, opt, params
+    times = times[2 if cuda else 1 :]
+    net = inputs = opt = params = None  # release the memory before the next net
     if cuda:
         torch.cuda.empty_cache()
     return dict(per_iter_ms=times, median_ms=statistics.median(times))
 
 
 # --- the machine ---------------------------------------------------------------------------
+
 
 def cpu_name():
     try:
@@ -171,15 +181,23 @@ def cpu_name():
 
 def gpu_name():
     try:
-        out = subprocess.run(['nvidia-smi', '--query-gpu=name,driver_version,memory.total',
-                              '--format=csv,noheader'], capture_output=True, text=True,
-                             timeout=60).stdout.strip().splitlines()
+        out = (
+            subprocess.run(
+                ['nvidia-smi', '--query-gpu=name,driver_version,memory.total', '--format=csv,noheader'],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            .stdout.strip()
+            .splitlines()
+        )
         return out[0] if out else 'GPU'
     except (OSError, subprocess.TimeoutExpired):
         return 'GPU'
 
 
 # --- the run -------------------------------------------------------------------------------
+
 
 def fmt_ms(r):
     return 'n/a' if r is None else '%.1f' % r
@@ -190,8 +208,9 @@ def _nets(args, notes):
     if args.nets_dir:
         manifest = load_manifest(args.nets_dir)
         if manifest['batch'] != args.batch:
-            notes.append('nets of %s have batch %d (--batch %d ignored)' % (
-                args.nets_dir, manifest['batch'], args.batch))
+            notes.append(
+                'nets of %s have batch %d (--batch %d ignored)' % (args.nets_dir, manifest['batch'], args.batch)
+            )
             args.batch = manifest['batch']
         return args.nets_dir, manifest, [n for n in expand(args.nets) if n in manifest['nets']], None
     tmp = tempfile.TemporaryDirectory(prefix='bench-train-')
@@ -215,6 +234,7 @@ def _devices(args, notes):
     torch_gpu = False
     if 'gpu' in devices and torch_ok:
         import torch  # noqa: PLC0415
+
         torch_gpu = torch.cuda.is_available()
         if not torch_gpu:
             notes.append('PyTorch on GPU: torch.cuda.is_available() is False (CPU-only torch)')
@@ -226,8 +246,7 @@ def _devices(args, notes):
 
 def _time_caffe(row, caffe_bin, name, train, args, device, label, tf32, notes):
     try:
-        r = caffe_cli.caffe_train_timing(caffe_bin, train, args.iters,
-                                         gpu=0 if device == 'gpu' else None, tf32=tf32)
+        r = caffe_cli.caffe_train_timing(caffe_bin, train, args.iters, gpu=0 if device == 'gpu' else None, tf32=tf32)
         row['caffe_' + label] = statistics.median(r['per_iter_ms'])
         if tf32 and not r['tf32_applied']:
             notes.append('%s: CAFFE_TF32=1 was not logged by caffe (build without the TF32 patch?)' % name)
@@ -240,8 +259,9 @@ def _time_torch(row, name, train, deploy, args, device, label, tf32, notes):
         r = torch_time(train, deploy, args.iters, device='cpu' if device == 'cpu' else 'cuda', tf32=tf32)
         row['torch_' + label] = r['median_ms']
     except Exception as e:  # report, keep going with the other nets
-        notes.append('PyTorch %s %s %s failed: %s: %s' % (
-            name, device, label, type(e).__name__, str(e).splitlines()[0]))
+        notes.append(
+            'PyTorch %s %s %s failed: %s: %s' % (name, device, label, type(e).__name__, str(e).splitlines()[0])
+        )
 
 
 def run(args):
@@ -269,19 +289,29 @@ def run(args):
     return rows, notes, devices
 
 
-HEADER = ('| net | device | batch | Caffe fp32 ms | PyTorch fp32 ms | Caffe TF32 ms | '
-          'PyTorch TF32 ms | Caffe fp32 img/s | PyTorch fp32 img/s |\n'
-          '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+HEADER = (
+    '| net | device | batch | Caffe fp32 ms | PyTorch fp32 ms | Caffe TF32 ms | '
+    'PyTorch TF32 ms | Caffe fp32 img/s | PyTorch fp32 img/s |\n'
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |'
+)
 
 
 def format_row(row):
     def ips(key):
         return 'n/a' if row.get(key) is None else '%.2f' % (row['batch'] * 1000.0 / row[key])
+
     tf = (lambda k: fmt_ms(row.get(k))) if row['device'] == 'gpu' else (lambda k: '-')
     return '| %s | %s | %d | %s | %s | %s | %s | %s | %s |' % (
-        row['net'], row['device'], row['batch'], fmt_ms(row.get('caffe_fp32')),
-        fmt_ms(row.get('torch_fp32')), tf('caffe_tf32'), tf('torch_tf32'),
-        ips('caffe_fp32'), ips('torch_fp32'))
+        row['net'],
+        row['device'],
+        row['batch'],
+        fmt_ms(row.get('caffe_fp32')),
+        fmt_ms(row.get('torch_fp32')),
+        tf('caffe_tf32'),
+        tf('torch_tf32'),
+        ips('caffe_fp32'),
+        ips('torch_fp32'),
+    )
 
 
 def report(rows, notes, devices, command):
@@ -290,8 +320,13 @@ def report(rows, notes, devices, command):
         machines.append('CPU: %s' % cpu_name())
     if 'gpu' in devices:
         machines.append('GPU: %s' % gpu_name())
-    lines = ['### %s, %s' % (datetime.date.today().isoformat(), '; '.join(machines) or 'no device'),
-             '', 'Command: `%s`' % command, '', HEADER] + [format_row(r) for r in rows]
+    lines = [
+        '### %s, %s' % (datetime.date.today().isoformat(), '; '.join(machines) or 'no device'),
+        '',
+        'Command: `%s`' % command,
+        '',
+        HEADER,
+    ] + [format_row(r) for r in rows]
     if notes:
         lines += [''] + ['- %s' % n for n in notes]
     return '\n'.join(lines) + '\n'
@@ -313,18 +348,26 @@ def append_section(path, block):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument('--nets', nargs='+', default=list(NETS), help='default: %(default)s')
     p.add_argument('--dataset', default='cityscapes', help='class count of the nets (default: %(default)s)')
-    p.add_argument('--batch', type=int, default=7, help='images per iteration (default: %(default)s, the paper\'s)')
+    p.add_argument('--batch', type=int, default=7, help="images per iteration (default: %(default)s, the paper's)")
     p.add_argument('--iters', type=int, default=5, help='timed iterations per measurement (default: %(default)s)')
     p.add_argument('--no-cpu', dest='cpu', action='store_false', help='skip the CPU measurements')
-    p.add_argument('--gpu', choices=('auto', 'yes', 'no'), default='auto',
-                   help='auto: measure on the GPU when nvidia-smi lists one (default)')
+    p.add_argument(
+        '--gpu',
+        choices=('auto', 'yes', 'no'),
+        default='auto',
+        help='auto: measure on the GPU when nvidia-smi lists one (default)',
+    )
     p.add_argument('--caffe', default=os.path.join(ROOT, '.venv', 'bin', 'caffe'), help='CPU caffe tool')
-    p.add_argument('--caffe-gpu', default=os.path.join(ROOT, '.venv', 'bin', 'caffe-gpu'),
-                   help='CUDA caffe tool (default: %(default)s)')
+    p.add_argument(
+        '--caffe-gpu',
+        default=os.path.join(ROOT, '.venv', 'bin', 'caffe-gpu'),
+        help='CUDA caffe tool (default: %(default)s)',
+    )
     p.add_argument('--no-torch', action='store_true', help='Caffe only')
     p.add_argument('--nets-dir', help='time the nets prepared there by --prepare (no pycaffe needed)')
     p.add_argument('--prepare', metavar='DIR', help='only write the nets (and manifest.json) into DIR')
@@ -340,8 +383,7 @@ def main(argv=None):
         m = prepare(args.prepare, args.nets, args.dataset, args.batch)
         print('wrote %d nets (batch %d) to %s' % (len(m['nets']), args.batch, args.prepare))
         return 0
-    command = 'python -m bench.train ' + ' '.join(shlex.quote(a) for a in (
-        argv if argv is not None else sys.argv[1:]))
+    command = 'python -m bench.train ' + ' '.join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     rows, notes, devices = run(args)
     block = report(rows, notes, devices, command.strip())
     print()

@@ -32,6 +32,7 @@ DATASET_MODULES = {
 def dataset_module(name):
     """The module of dataset `name` (a key of `DATASET_MODULES`)."""
     import importlib  # noqa: PLC0415
+
     if name not in DATASET_MODULES:
         raise ValueError(f'unknown dataset {name!r}; choose from {", ".join(DATASET_MODULES)}')
     return importlib.import_module(DATASET_MODULES[name])

@@ -14,6 +14,7 @@ b's crops and flips from the seed and b. So worker processes can build batches a
 number and any order, and the stream is the same (`BatchWorkers`). Processes, not threads: Caffe
 never releases Python's GIL while it computes, so a thread would only run inside `forward`.
 """
+
 import itertools
 import json
 import multiprocessing
@@ -31,9 +32,17 @@ from data_prep.errors import DataError
 #: `param_str` keys with their defaults; None: required (`mean` too: the nets pass the project's one
 #: mean, netgen.config.MEAN_BGR), except `label_size`, where null means no label top.
 DEFAULTS = {
-    'source': None, 'batch_size': None, 'crop_size': None,
-    'train': True, 'mirror': True, 'flip': False, 'mean': None,
-    'label_size': None, 'depth_sizes': [], 'seed': 0, 'workers': 2,
+    'source': None,
+    'batch_size': None,
+    'crop_size': None,
+    'train': True,
+    'mirror': True,
+    'flip': False,
+    'mean': None,
+    'label_size': None,
+    'depth_sizes': [],
+    'seed': 0,
+    'workers': 2,
 }
 
 
@@ -65,11 +74,19 @@ def parse_param_str(param_str):
         check(key, isinstance(params[key], bool), 'true or false')
     check('seed', is_int(params['seed']) and params['seed'] >= 0, 'a non-negative integer')
     check('workers', is_int(params['workers']) and params['workers'] >= 0, 'a non-negative integer')
-    check('mean', isinstance(params['mean'], list) and len(params['mean']) == 3
-          and all(isinstance(v, (int, float)) for v in params['mean']), '[B, G, R]')
+    check(
+        'mean',
+        isinstance(params['mean'], list)
+        and len(params['mean']) == 3
+        and all(isinstance(v, (int, float)) for v in params['mean']),
+        '[B, G, R]',
+    )
     check('label_size', params['label_size'] is None or is_int(params['label_size']), 'an integer or null')
-    check('depth_sizes', isinstance(params['depth_sizes'], list) and all(map(is_int, params['depth_sizes'])),
-          'a list of integers')
+    check(
+        'depth_sizes',
+        isinstance(params['depth_sizes'], list) and all(map(is_int, params['depth_sizes'])),
+        'a list of integers',
+    )
     return params
 
 
@@ -78,10 +95,12 @@ def corner_aligned_stride(crop_size, size, key):
     if size == crop_size:
         return 1
     if size < 2 or size > crop_size or (crop_size - 1) % (size - 1):
-        raise ValueError(f'HybridData: {key} {size} does not fit crop_size {crop_size}: corner-aligned '
-                         f'subsampling needs (crop_size - 1) divisible by ({key} - 1), e.g. '
-                         f'{(crop_size - 1) // 8 + 1} (stride 8) or {(crop_size - 1) // 4 + 1} (stride 4) '
-                         f'for crop_size {crop_size}; crop_size must then be 8n + 1, like 321')
+        raise ValueError(
+            f'HybridData: {key} {size} does not fit crop_size {crop_size}: corner-aligned '
+            f'subsampling needs (crop_size - 1) divisible by ({key} - 1), e.g. '
+            f'{(crop_size - 1) // 8 + 1} (stride 8) or {(crop_size - 1) // 4 + 1} (stride 4) '
+            f'for crop_size {crop_size}; crop_size must then be 8n + 1, like 321'
+        )
     return (crop_size - 1) // (size - 1)
 
 
@@ -98,8 +117,9 @@ class CropSampler:
     def __init__(self, database, params):
         self.database, self.params = database, params
         crop = params['crop_size']
-        self.label_stride = (None if params['label_size'] is None
-                             else corner_aligned_stride(crop, params['label_size'], 'label_size'))
+        self.label_stride = (
+            None if params['label_size'] is None else corner_aligned_stride(crop, params['label_size'], 'label_size')
+        )
         self.depth_strides = [corner_aligned_stride(crop, s, 'depth_sizes entry') for s in params['depth_sizes']]
         if self.label_stride is not None and not database.labelled:
             raise DataError(params['source'], 'has no labels (a test split?): set label_size to null')
@@ -133,8 +153,9 @@ class CropSampler:
         if self._epoch != epoch:
             count = len(self.database)
             seeds = np.random.SeedSequence(self.params['seed'], spawn_key=(1, epoch))
-            self._epoch_order = (np.random.default_rng(seeds).permutation(count) if self.params['train']
-                                 else np.arange(count))
+            self._epoch_order = (
+                np.random.default_rng(seeds).permutation(count) if self.params['train'] else np.arange(count)
+            )
             self._epoch = epoch
         return self._epoch_order
 
@@ -146,7 +167,8 @@ class CropSampler:
         # four draws per sample whatever the flags, so that a flag never shifts the other draws
         draws = rng.integers(0, np.iinfo(np.int64).max, 4) if train else None
         (src_y, dst_y, len_y), (src_x, dst_x, len_x) = (
-            _axis_window(size, crop, None if draws is None else draws[k]) for k, size in enumerate((height, width)))
+            _axis_window(size, crop, None if draws is None else draws[k]) for k, size in enumerate((height, width))
+        )
         record = self.database.read_window(index, src_y, src_x, len_y, len_x)
         # a flip of the crop = the window's content reversed, at the mirrored place in the crop
         rows, cols = slice(None), slice(None)
@@ -156,16 +178,17 @@ class CropSampler:
             rows, dst_y = slice(None, None, -1), crop - dst_y - len_y
         window = (slice(dst_y, dst_y + len_y), slice(dst_x, dst_x + len_x))
 
-        data = out[0]                                          # 3 x crop x crop, BGR minus mean
+        data = out[0]  # 3 x crop x crop, BGR minus mean
         if (len_y, len_x) != (crop, crop):
-            data[...] = 0                                      # padding: the mean colour, subtracted
+            data[...] = 0  # padding: the mean colour, subtracted
         for channel in range(3):
-            np.subtract(record.image[rows, cols, 2 - channel], self.mean[channel], out=data[channel][window],
-                        casting='unsafe')
+            np.subtract(
+                record.image[rows, cols, 2 - channel], self.mean[channel], out=data[channel][window], casting='unsafe'
+            )
         tops = iter(out[1:])
         if self.label_stride is not None:
             label = _place(record.label[rows, cols], IGNORE, crop, window)
-            next(tops)[0] = label[::self.label_stride, ::self.label_stride]
+            next(tops)[0] = label[:: self.label_stride, :: self.label_stride]
         for stride in self.depth_strides:
             depth = _place(record.depth[rows, cols], 0, crop, window)
             next(tops)[0] = depth[::stride, ::stride]
@@ -202,9 +225,14 @@ class BatchWorkers:
             context = multiprocessing.get_context('fork')
             for w in range(workers):
                 self._queues.append(context.Queue(maxsize=depth))
-                self._processes.append(context.Process(
-                    target=_build_batches, args=(sampler, w, workers, self._queues[-1], os.getpid()),
-                    name=f'HybridData-worker-{w}', daemon=True))
+                self._processes.append(
+                    context.Process(
+                        target=_build_batches,
+                        args=(sampler, w, workers, self._queues[-1], os.getpid()),
+                        name=f'HybridData-worker-{w}',
+                        daemon=True,
+                    )
+                )
                 self._processes[-1].start()
         self._finalizer = weakref.finalize(self, _stop, self._processes)  # also at exit
 
@@ -220,8 +248,9 @@ class BatchWorkers:
             except queue.Empty:
                 process = self._processes[worker]
                 if not process.is_alive():
-                    raise RuntimeError(f'HybridData worker {worker} died (exit code {process.exitcode}) '
-                                       f'before batch {number}') from None
+                    raise RuntimeError(
+                        f'HybridData worker {worker} died (exit code {process.exitcode}) before batch {number}'
+                    ) from None
         if kind == 'error':
             raise payload
         return payload
@@ -244,7 +273,7 @@ def _build_batches(sampler, worker, workers, out, parent):
     for number in itertools.count(worker, workers):
         try:
             item = ('batch', sampler.batch(number))
-        except BaseException as err:  # noqa: BLE001 (handed to the parent, raised there)
+        except BaseException as err:
             item = ('error', err if _picklable(err) else RuntimeError(traceback.format_exc()))
         while True:
             try:
@@ -260,8 +289,9 @@ def _build_batches(sampler, worker, workers, out, parent):
 
 def _picklable(err):
     import pickle  # noqa: PLC0415
+
     try:
         pickle.loads(pickle.dumps(err))
         return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False

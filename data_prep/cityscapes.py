@@ -12,13 +12,13 @@ Reads, for a record key ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftIm
 Splits: train 2975 and val 500 are labelled. The paper evaluates on val + test (2025 images,
 L346-347) but the test labels are not public: ``test`` converts for depth only (no label).
 """
+
 import os
 
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _OFFICIAL_LABELS
 
-from data_prep.dataset import (IGNORE, Record, check_depth, check_same_size, map_labels, read_json,
-                               read_png)
+from data_prep.dataset import IGNORE, Record, check_depth, check_same_size, map_labels, read_json, read_png
 from data_prep.errors import DataError
 
 NAME = 'cityscapes'
@@ -49,7 +49,7 @@ def record_paths(root, split, key):
     parts = key.split('/')
     if len(parts) != 4 or parts[0] != 'leftImg8bit' or parts[1] != split or not parts[3].endswith(_IMAGE_SUFFIX):
         raise DataError(os.path.join(root, key), f'not a Cityscapes {split} image key')
-    city, stem = parts[2], parts[3][:-len(_IMAGE_SUFFIX)]
+    city, stem = parts[2], parts[3][: -len(_IMAGE_SUFFIX)]
     return {
         'image': os.path.join(root, key),
         'label': os.path.join(root, 'gtFine', split, city, stem + _LABEL_SUFFIX),
@@ -69,11 +69,12 @@ def list_records(root, split):
     folder = os.path.join(root, 'leftImg8bit', split)
     if not os.path.isdir(folder):
         raise DataError(folder, 'missing directory: not a Cityscapes root (expected leftImg8bit/<split>/<city>/)')
-    keys = {f'leftImg8bit/{split}/{city}/{stem}{_IMAGE_SUFFIX}'
-            for city, stem in _stems(folder, _IMAGE_SUFFIX)}
+    keys = {f'leftImg8bit/{split}/{city}/{stem}{_IMAGE_SUFFIX}' for city, stem in _stems(folder, _IMAGE_SUFFIX)}
     if split in LABELLED_SPLITS:
-        keys |= {f'leftImg8bit/{split}/{city}/{stem}{_IMAGE_SUFFIX}'
-                 for city, stem in _stems(os.path.join(root, 'gtFine', split), _LABEL_SUFFIX)}
+        keys |= {
+            f'leftImg8bit/{split}/{city}/{stem}{_IMAGE_SUFFIX}'
+            for city, stem in _stems(os.path.join(root, 'gtFine', split), _LABEL_SUFFIX)
+        }
     if not keys:
         raise DataError(folder, f'no *{_IMAGE_SUFFIX} files in its city folders')
     return sorted(keys)
@@ -83,9 +84,13 @@ def _stems(folder, suffix):
     """(city, file stem) of the files named *suffix in the city folders of `folder`."""
     if not os.path.isdir(folder):
         return []
-    return [(city, name[:-len(suffix)])
-            for city in sorted(os.listdir(folder)) if os.path.isdir(os.path.join(folder, city))
-            for name in sorted(os.listdir(os.path.join(folder, city))) if name.endswith(suffix)]
+    return [
+        (city, name[: -len(suffix)])
+        for city in sorted(os.listdir(folder))
+        if os.path.isdir(os.path.join(folder, city))
+        for name in sorted(os.listdir(os.path.join(folder, city)))
+        if name.endswith(suffix)
+    ]
 
 
 def camera_baseline_fx(path):
@@ -122,4 +127,3 @@ def load_record(root, split, key):
         label = map_labels(paths['label'], raw, LABEL_TO_TRAIN, KNOWN_LABEL_IDS)
         sources.insert(1, paths['label'])
     return Record(image, label, depth, sources)
-

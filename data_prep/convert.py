@@ -11,6 +11,7 @@ When every record is in, the manifest is written and the directory renamed to `<
 - a bad input (`DataError`) stops the conversion and removes the partial directory, unless
   `skip_bad` is set: then the record is left out and listed in `skipped.json` with its fault.
 """
+
 import glob
 import hashlib
 import json
@@ -32,6 +33,7 @@ _JOB = 'job.json'
 
 class Task(NamedTuple):
     """What a worker needs to convert one record (picklable)."""
+
     dataset: str
     root: str
     split: str
@@ -49,8 +51,11 @@ def convert_record(task):
     except DataError as err:
         if not task.skip_bad:
             raise
-        return 'skipped', task.record_id, {'id': task.record_id, 'key': task.key,
-                                           'path': _relative(err.path, task.root), 'fault': err.fault}
+        return (
+            'skipped',
+            task.record_id,
+            {'id': task.record_id, 'key': task.key, 'path': _relative(err.path, task.root), 'fault': err.fault},
+        )
     sources = [_relative(path, task.root) for path in record.sources]
     _, values = db.encode_record(task.record_id, record, task.key, sources)
     return 'ok', task.record_id, values
@@ -77,11 +82,21 @@ def convert_split(dataset, root, out, split, workers=1, skip_bad=False, overwrit
     if not keys:
         raise DataError(root, f'no {split} records found')
     if len(keys) != module.SPLITS[split]:
-        _say(f'note: {len(keys)} {split} records; the official {dataset} {split} split has '
-             f'{module.SPLITS[split]} (sample data or a partial download?)', progress)
-    job = {'dataset': dataset, 'split': split, 'root': root, 'converter_version': CONVERTER_VERSION,
-           'format_version': db.FORMAT_VERSION, 'skip_bad': skip_bad, 'count': len(keys),
-           'keys_sha256': hashlib.sha256('\n'.join(keys).encode()).hexdigest()}
+        _say(
+            f'note: {len(keys)} {split} records; the official {dataset} {split} split has '
+            f'{module.SPLITS[split]} (sample data or a partial download?)',
+            progress,
+        )
+    job = {
+        'dataset': dataset,
+        'split': split,
+        'root': root,
+        'converter_version': CONVERTER_VERSION,
+        'format_version': db.FORMAT_VERSION,
+        'skip_bad': skip_bad,
+        'count': len(keys),
+        'keys_sha256': hashlib.sha256('\n'.join(keys).encode()).hexdigest(),
+    }
     _start_or_resume(partial, job)
 
     try:
@@ -102,7 +117,7 @@ _WRITER = None  # each worker process's handle on the partial database
 
 
 def _open_writer(partial):
-    global _WRITER  # noqa: PLW0603
+    global _WRITER
     _WRITER = db.Writer(partial)
 
 
@@ -118,8 +133,10 @@ def convert_and_store(task):
 
 def _run(tasks, partial, workers, done, total, description, progress):
     from tqdm import tqdm  # noqa: PLC0415 (not needed in workers)
-    bar = tqdm(total=total, initial=done, unit='img', desc=description, disable=not progress,
-               dynamic_ncols=True, smoothing=0.1)
+
+    bar = tqdm(
+        total=total, initial=done, unit='img', desc=description, disable=not progress, dynamic_ncols=True, smoothing=0.1
+    )
     with bar:
         if workers <= 1 or len(tasks) <= 1:
             _open_writer(partial)
@@ -146,11 +163,20 @@ def _run(tasks, partial, workers, done, total, description, progress):
 def _finish(partial, final, entries, skipped, job, module, progress):
     if not entries:
         shutil.rmtree(partial, ignore_errors=True)
-        raise DataError(job['root'], f'no {job["split"]} record could be converted; first fault: '
-                                     f'{skipped[0]["path"]}: {skipped[0]["fault"]}')
-    manifest = db.build_manifest(job['dataset'], job['split'], job['split'] in module.LABELLED_SPLITS,
-                                 module.CLASS_NAMES, entries, skipped, converter_version=CONVERTER_VERSION,
-                                 source_root=job['root'])
+        raise DataError(
+            job['root'],
+            f'no {job["split"]} record could be converted; first fault: {skipped[0]["path"]}: {skipped[0]["fault"]}',
+        )
+    manifest = db.build_manifest(
+        job['dataset'],
+        job['split'],
+        job['split'] in module.LABELLED_SPLITS,
+        module.CLASS_NAMES,
+        entries,
+        skipped,
+        converter_version=CONVERTER_VERSION,
+        source_root=job['root'],
+    )
     if skipped:
         report = os.path.join(final, db.SKIP_REPORT)
         db.write_json(os.path.join(partial, db.SKIP_REPORT), skipped)
@@ -182,8 +208,11 @@ def _check_output(out, final, dataset):
         except (ValueError, AttributeError):
             other = None
         if other != dataset:
-            raise DataError(manifest_path, f'output directory already holds a different dataset '
-                                           f'({other or "unreadable manifest"}), not {dataset}: choose another --out')
+            raise DataError(
+                manifest_path,
+                f'output directory already holds a different dataset '
+                f'({other or "unreadable manifest"}), not {dataset}: choose another --out',
+            )
     if os.path.exists(final) and not os.path.isfile(os.path.join(final, db.MANIFEST)):
         raise DataError(final, 'exists and is not a database: move it away or choose another --out')
 
@@ -198,8 +227,11 @@ def _start_or_resume(partial, job):
             previous = None
         if previous != job:
             differs = sorted(k for k in job if not previous or previous.get(k) != job[k])
-            raise DataError(partial, f'holds an interrupted conversion with other settings '
-                                     f'({", ".join(differs) or "unreadable job.json"}): rerun it with those, or delete it')
+            raise DataError(
+                partial,
+                f'holds an interrupted conversion with other settings '
+                f'({", ".join(differs) or "unreadable job.json"}): rerun it with those, or delete it',
+            )
         lock = os.path.join(partial, 'lock.mdb')  # no one writes it now: a killed writer's lock is stale
         if os.path.exists(lock):
             os.remove(lock)

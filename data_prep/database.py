@@ -17,6 +17,7 @@ the `caffe` command-line tool (its bundled HDF5 2.0 clashes with the system HDF5
 links), and the data layer must run there; py-lmdb carries LMDB with hidden symbols. LMDB also
 commits each record atomically, which makes conversion resumable after a kill.
 """
+
 import hashlib
 import json
 import os
@@ -42,6 +43,7 @@ INITIAL_MAP_SIZE = 1 << 28
 
 
 # ---------------------------------------------------------------------------------- records as tiles
+
 
 def record_checksum(record):
     """sha256 over the shapes and bytes of image, label (if any) and depth."""
@@ -72,10 +74,15 @@ def encode_record(record_id, record, key, sources):
             continue
         for ty in range(0, -(-height // TILE)):
             for tx in range(0, -(-width // TILE)):
-                tile = np.ascontiguousarray(array[ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE])
+                tile = np.ascontiguousarray(array[ty * TILE : (ty + 1) * TILE, tx * TILE : (tx + 1) * TILE])
                 values[_tile_key(record_id, name, ty, tx)] = zlib.compress(tile.tobytes(), ZLIB_LEVEL)
-    entry = {'id': record_id, 'key': key, 'sources': list(sources), 'shape': [height, width],
-             'sha256': record_checksum(record)}
+    entry = {
+        'id': record_id,
+        'key': key,
+        'sources': list(sources),
+        'shape': [height, width],
+        'sha256': record_checksum(record),
+    }
     values[_meta_key(record_id)] = json.dumps(entry).encode()
     return entry, values
 
@@ -86,8 +93,9 @@ class Writer:
     def __init__(self, path):
         # metasync=False: one fsync per record instead of two; a crash of the machine may undo the
         # last record, never corrupt the database (LMDB's MDB_NOMETASYNC); close() syncs fully
-        self.env = lmdb.open(str(path), map_size=INITIAL_MAP_SIZE, subdir=True, readahead=False, meminit=False,
-                             metasync=False)
+        self.env = lmdb.open(
+            str(path), map_size=INITIAL_MAP_SIZE, subdir=True, readahead=False, meminit=False, metasync=False
+        )
 
     def put(self, values):
         """Commit `values` in one transaction, growing the map (x2) when it is full."""
@@ -131,6 +139,7 @@ class Writer:
 
 # ---------------------------------------------------------------------------------- manifest
 
+
 def build_manifest(dataset, split, labelled, class_names, records, skipped=(), **extra):
     """The manifest of a database holding `records` (entries from `encode_record`)."""
     shapes = {}
@@ -138,12 +147,22 @@ def build_manifest(dataset, split, labelled, class_names, records, skipped=(), *
         shape = 'x'.join(map(str, entry['shape']))
         shapes[shape] = shapes.get(shape, 0) + 1
     manifest = {
-        'format': FORMAT, 'format_version': FORMAT_VERSION, 'tile': TILE,
-        'dataset': dataset, 'split': split, 'count': len(records), 'labelled': bool(labelled),
-        'class_names': list(class_names), 'num_classes': len(class_names),
-        'dtypes': DTYPES, 'shapes': shapes,
-        'meaning': {'image': 'H x W x 3 RGB', 'label': 'H x W class index, 255 = ignore',
-                    'depth': 'H x W metres, 0 = invalid'},
+        'format': FORMAT,
+        'format_version': FORMAT_VERSION,
+        'tile': TILE,
+        'dataset': dataset,
+        'split': split,
+        'count': len(records),
+        'labelled': bool(labelled),
+        'class_names': list(class_names),
+        'num_classes': len(class_names),
+        'dtypes': DTYPES,
+        'shapes': shapes,
+        'meaning': {
+            'image': 'H x W x 3 RGB',
+            'label': 'H x W class index, 255 = ignore',
+            'depth': 'H x W metres, 0 = invalid',
+        },
     }
     manifest.update(extra)
     manifest['skipped'] = list(skipped)
@@ -192,10 +211,15 @@ def read_manifest(path):
     manifest_path = os.path.join(path, MANIFEST)
     if not os.path.isfile(manifest_path):
         if os.path.isdir(path + PARTIAL_SUFFIX):
-            raise DataError(path, 'incomplete database: its conversion was interrupted '
-                                  f'({path + PARTIAL_SUFFIX} holds the part done); rerun the converter to finish it')
+            raise DataError(
+                path,
+                'incomplete database: its conversion was interrupted '
+                f'({path + PARTIAL_SUFFIX} holds the part done); rerun the converter to finish it',
+            )
         if not os.path.exists(path):
-            raise DataError(path, 'missing database directory (convert with `python -m data_prep <dataset> --root ... --out ...`)')
+            raise DataError(
+                path, 'missing database directory (convert with `python -m data_prep <dataset> --root ... --out ...`)'
+            )
         raise DataError(manifest_path, 'missing manifest: not a database, or an incomplete one')
     try:
         with open(manifest_path, encoding='utf-8') as f:
@@ -205,12 +229,16 @@ def read_manifest(path):
     if not isinstance(manifest, dict) or manifest.get('format') != FORMAT:
         raise DataError(manifest_path, f'not a {FORMAT} manifest')
     if manifest.get('format_version') != FORMAT_VERSION or manifest.get('tile') != TILE:
-        raise DataError(manifest_path, f'database format version {manifest.get("format_version")}, '
-                                       f'this code reads {FORMAT_VERSION}: convert again')
+        raise DataError(
+            manifest_path,
+            f'database format version {manifest.get("format_version")}, '
+            f'this code reads {FORMAT_VERSION}: convert again',
+        )
     return manifest
 
 
 # ---------------------------------------------------------------------------------- reading
+
 
 class Database:
     """Read access to one converted split: `len(db)`, `db[i] -> Record`, `db.read_window(...)`.
@@ -250,10 +278,18 @@ class Database:
         """Record `index` cut to rows top:top+height, cols left:left+width (only those tiles are read)."""
         entry = self.records[self._check_index(index)]
         full_height, full_width = entry['shape']
-        if not (0 <= top and 0 <= left and 0 < height and 0 < width
-                and top + height <= full_height and left + width <= full_width):
-            raise IndexError(f'window {top}:{top + height}, {left}:{left + width} outside record {index} '
-                             f'({full_height} x {full_width})')
+        if not (
+            0 <= top
+            and 0 <= left
+            and 0 < height
+            and 0 < width
+            and top + height <= full_height
+            and left + width <= full_width
+        ):
+            raise IndexError(
+                f'window {top}:{top + height}, {left}:{left + width} outside record {index} '
+                f'({full_height} x {full_width})'
+            )
         maps = {}
         with self._environment().begin(buffers=True) as txn:
             for name, dtype in MAPS.items():
@@ -274,11 +310,13 @@ class Database:
                 x0, x1 = tx * TILE, min((tx + 1) * TILE, full_width)
                 value = txn.get(_tile_key(entry['id'], name, ty, tx))
                 if value is None:
-                    raise DataError(os.path.join(self.path, 'data.mdb'),
-                                    f'record {entry["id"]} lacks {name} tile ({ty}, {tx}): corrupt database, convert again')
+                    raise DataError(
+                        os.path.join(self.path, 'data.mdb'),
+                        f'record {entry["id"]} lacks {name} tile ({ty}, {tx}): corrupt database, convert again',
+                    )
                 tile = np.frombuffer(zlib.decompress(value), dtype).reshape((y1 - y0, x1 - x0) + shape[2:])
                 ya, yb, xa, xb = max(top, y0), min(bottom, y1), max(left, x0), min(right, x1)
-                out[ya - top:yb - top, xa - left:xb - left] = tile[ya - y0:yb - y0, xa - x0:xb - x0]
+                out[ya - top : yb - top, xa - left : xb - left] = tile[ya - y0 : yb - y0, xa - x0 : xb - x0]
         return out
 
     def _environment(self):
@@ -339,8 +377,10 @@ def open_database(path, dataset=None):
     if not manifest['records']:
         raise DataError(manifest_path, 'empty database: no records')
     if manifest['count'] != len(manifest['records']):
-        raise DataError(manifest_path, f'incomplete database: count {manifest["count"]} but '
-                                       f'{len(manifest["records"])} records listed')
+        raise DataError(
+            manifest_path,
+            f'incomplete database: count {manifest["count"]} but {len(manifest["records"])} records listed',
+        )
     database = Database(path, manifest)
     database._environment()  # a missing or unreadable data.mdb fails here, not in the first batch
     return database

@@ -37,6 +37,7 @@ Label maps: 0..K-1, `IGNORE` (255) for unlabelled pixels. Depth: float32 metres,
 Everything else (database writing, worker processes, resume, atomic rename, ``--skip-bad``,
 manifest, checksums, progress) is `data_prep.convert`'s business.
 """
+
 import json
 import os
 import struct
@@ -52,14 +53,16 @@ IGNORE = 255
 
 class Record(NamedTuple):
     """One converted sample, as the database stores it and `Database[i]` returns it."""
-    image: np.ndarray             # H x W x 3 uint8, RGB
-    label: Optional[np.ndarray]   # H x W uint8, 0..K-1, 255 = ignore; None where the split has no labels
-    depth: np.ndarray             # H x W float32, metres, 0 = invalid
-    sources: List[str]            # the files read to make it
+
+    image: np.ndarray  # H x W x 3 uint8, RGB
+    label: Optional[np.ndarray]  # H x W uint8, 0..K-1, 255 = ignore; None where the split has no labels
+    depth: np.ndarray  # H x W float32, metres, 0 = invalid
+    sources: List[str]  # the files read to make it
 
 
 # --------------------------------------------------------------------------------------
 # Files
+
 
 def require_file(path):
     """`path` as a str; DataError('missing file') unless it is a regular file."""
@@ -97,6 +100,7 @@ def read_png(path, colour, bit_depth):
     if got_depth != bit_depth:
         raise DataError(path, f'wrong bit depth: {got_depth}-bit, expected {bit_depth}-bit')
     import cv2  # noqa: PLC0415 (kept local: cv2 is the heaviest import here)
+
     with open(path, 'rb') as f:
         data = np.frombuffer(f.read(), np.uint8)
     array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -120,11 +124,15 @@ def read_json(path):
 # --------------------------------------------------------------------------------------
 # Checks every reader applies to what it built
 
+
 def check_same_size(path, shape, reference_path, reference_shape):
     """DataError on `path` unless its H x W equals that of `reference_path`."""
     if tuple(shape[:2]) != tuple(reference_shape[:2]):
-        raise DataError(path, f'size {shape[1]}x{shape[0]} differs from {reference_path} '
-                              f'({reference_shape[1]}x{reference_shape[0]}), W x H')
+        raise DataError(
+            path,
+            f'size {shape[1]}x{shape[0]} differs from {reference_path} '
+            f'({reference_shape[1]}x{reference_shape[0]}), W x H',
+        )
 
 
 def map_labels(path, raw, lut, valid):
@@ -135,8 +143,9 @@ def map_labels(path, raw, lut, valid):
     ids = np.unique(raw)
     bad = ids[(ids >= len(valid)) | ~valid[np.minimum(ids, len(valid) - 1)]]
     if bad.size:
-        raise DataError(path, f'label id {int(bad[0])} not in the dataset\'s table '
-                              f'({bad.size} unknown ids: {bad[:8].tolist()})')
+        raise DataError(
+            path, f"label id {int(bad[0])} not in the dataset's table ({bad.size} unknown ids: {bad[:8].tolist()})"
+        )
     return lut[raw].astype(np.uint8)
 
 

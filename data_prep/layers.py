@@ -10,6 +10,7 @@ Tops in order: data, label (if label_size), one depth per depth_sizes entry. Bat
 ahead by `workers` forked processes; a crop decompresses only the LMDB tiles it touches
 (`data_prep.database`).
 """
+
 import caffe
 
 from data_prep.batches import BatchWorkers, CropSampler, parse_param_str
@@ -26,9 +27,11 @@ class HybridData(caffe.Layer):
         sampler = CropSampler(open_database(params['source']), params)
         self.shapes = sampler.top_shapes()
         if len(top) != len(self.shapes):
-            raise ValueError(f'HybridData: param_str asks for {len(self.shapes)} tops (data'
-                             f'{", label" if params["label_size"] is not None else ""}'
-                             f'{", depth" * len(params["depth_sizes"])}) but the layer has {len(top)}')
+            raise ValueError(
+                f'HybridData: param_str asks for {len(self.shapes)} tops (data'
+                f'{", label" if params["label_size"] is not None else ""}'
+                f'{", depth" * len(params["depth_sizes"])}) but the layer has {len(top)}'
+            )
         self.batches = BatchWorkers(sampler, params['workers'])
 
     def reshape(self, bottom, top):

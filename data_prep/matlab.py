@@ -15,6 +15,7 @@ The writers take Python values for MATLAB values: numpy array -> numeric array o
 (1-D -> 1 x N row), str -> char row, list -> 1 x N cell, dict -> scalar struct, `StructArray` ->
 1 x N struct array.
 """
+
 import functools
 import os
 import struct
@@ -28,14 +29,21 @@ from data_prep.errors import DataError
 #: MAT header (116 bytes text, 8 bytes subsystem offset, version 0x0200, endian indicator 'IM').
 USERBLOCK_BYTES = 512
 V73_SIGNATURE = b'MATLAB 7.3 MAT-file'
-_MI_COMPRESSED = 15   # v5 data element type of a zlib-compressed variable
+_MI_COMPRESSED = 15  # v5 data element type of a zlib-compressed variable
 
 #: numpy dtype -> MATLAB_class attribute of v7.3 datasets.
 _MATLAB_CLASSES = {
-    np.dtype(np.float64): 'double', np.dtype(np.float32): 'single',
-    np.dtype(np.uint8): 'uint8', np.dtype(np.uint16): 'uint16', np.dtype(np.uint32): 'uint32',
-    np.dtype(np.int8): 'int8', np.dtype(np.int16): 'int16', np.dtype(np.int32): 'int32',
-    np.dtype(np.uint64): 'uint64', np.dtype(np.int64): 'int64', np.dtype(np.bool_): 'logical',
+    np.dtype(np.float64): 'double',
+    np.dtype(np.float32): 'single',
+    np.dtype(np.uint8): 'uint8',
+    np.dtype(np.uint16): 'uint16',
+    np.dtype(np.uint32): 'uint32',
+    np.dtype(np.int8): 'int8',
+    np.dtype(np.int16): 'int16',
+    np.dtype(np.int32): 'int32',
+    np.dtype(np.uint64): 'uint64',
+    np.dtype(np.int64): 'int64',
+    np.dtype(np.bool_): 'logical',
 }
 
 
@@ -55,9 +63,11 @@ def matlab_array(dataset):
 # --------------------------------------------------------------------------------------
 # Writing v7.3
 
+
 def write_v73(path, variables):
     """Write `variables` (name -> value, see the module docstring) as a MATLAB v7.3 file."""
     import h5py  # noqa: PLC0415
+
     with h5py.File(path, 'w', userblock_size=USERBLOCK_BYTES, libver='earliest') as f:
         writer = _V73Writer(f)
         for name, value in variables.items():
@@ -82,7 +92,7 @@ class _V73Writer:
 
     def write(self, group, name, value):
         """Write `value` as `group[name]`; return the created object."""
-        import h5py  # noqa: PLC0415
+
         if isinstance(value, StructArray):
             obj = group.create_group(name)
             self._struct_attrs(obj, value.fields)
@@ -120,6 +130,7 @@ class _V73Writer:
     def _references(self, group, name, values):
         """A 1 x N dataset of references to `values`, each written into `#refs#`."""
         import h5py  # noqa: PLC0415
+
         refs = np.empty((len(values), 1), dtype=h5py.ref_dtype)
         for i, element in enumerate(values):
             refs[i, 0] = self._referenced(element).ref
@@ -136,6 +147,7 @@ class _V73Writer:
     @staticmethod
     def _struct_attrs(obj, fields):
         import h5py  # noqa: PLC0415
+
         obj.attrs['MATLAB_class'] = np.bytes_('struct')
         names = np.empty(len(fields), dtype=object)
         names[:] = [np.frombuffer(f.encode('ascii'), dtype='S1') for f in fields]
@@ -155,12 +167,14 @@ def _ref_name(n):
 # --------------------------------------------------------------------------------------
 # Reading v7.3
 
+
 def open_v73(path):
     """Open a MATLAB v7.3 file read-only (an h5py.File, use it as a context manager).
 
     DataError for a missing file, a file that is not HDF5 (e.g. a v5 .mat, or a truncated file).
     """
     import h5py  # noqa: PLC0415
+
     path = str(path)
     if not os.path.isfile(path):
         raise DataError(path, 'missing file')
@@ -180,6 +194,7 @@ def open_v73(path):
 def v73_dataset(h5file, name, ndim=None, dtype=None):
     """`h5file[name]` as h5py sees it, checked: DataError when missing or of the wrong structure."""
     import h5py  # noqa: PLC0415
+
     path = h5file.filename
     try:
         obj = h5file[name]
@@ -199,13 +214,15 @@ def read_slice(dataset, index):
     try:
         return np.asarray(dataset[index])
     except (OSError, RuntimeError, ValueError) as err:
-        raise DataError(dataset.file.filename,
-                        f"cannot read '{dataset.name}'[{index}]: truncated or corrupt ({err})") from None
+        raise DataError(
+            dataset.file.filename, f"cannot read '{dataset.name}'[{index}]: truncated or corrupt ({err})"
+        ) from None
 
 
 def dereference(h5file, ref, what):
     """The dataset an object reference points to; DataError when it is null or dangling."""
     import h5py  # noqa: PLC0415
+
     try:
         obj = h5file[ref]
     except (ValueError, KeyError, OSError, RuntimeError) as err:
@@ -221,6 +238,7 @@ def read_references(h5file, name, count=None):
     DataError when it is missing, not references, or (with `count`) does not hold `count` elements.
     """
     import h5py  # noqa: PLC0415
+
     dataset = v73_dataset(h5file, name)
     if h5py.check_ref_dtype(dataset.dtype) is None:
         raise DataError(h5file.filename, f"'{name}' holds {dataset.dtype}, expected object references")
@@ -237,18 +255,21 @@ def read_char(dataset):
 
 def read_cell_strings(h5file, name):
     """A v7.3 cell array of strings as a list of str, in MATLAB's linear order."""
-    return [read_char(dereference(h5file, ref, f"'{name}' element {i + 1}"))
-            for i, ref in enumerate(read_references(h5file, name))]
+    return [
+        read_char(dereference(h5file, ref, f"'{name}' element {i + 1}"))
+        for i, ref in enumerate(read_references(h5file, name))
+    ]
 
 
 # --------------------------------------------------------------------------------------
 # v5 / v7
 
+
 def write_v5(path, variables):
     """Write `variables` (see the module docstring) as a compressed MATLAB v7 (v5 format) file."""
     import scipy.io  # noqa: PLC0415
-    scipy.io.savemat(path, {k: _to_scipy(v) for k, v in variables.items()},
-                     do_compression=True, oned_as='row')
+
+    scipy.io.savemat(path, {k: _to_scipy(v) for k, v in variables.items()}, do_compression=True, oned_as='row')
 
 
 def _to_scipy(value):
@@ -290,13 +311,15 @@ def load_v5(path, names, optional=()):
 @functools.lru_cache(maxsize=8)
 def _load_v5(path, stamp, names):
     import scipy.io  # noqa: PLC0415
+
     _check_v5_complete(path)
     try:
-        return scipy.io.loadmat(path, variable_names=list(names), squeeze_me=True,
-                                struct_as_record=False, chars_as_strings=True)
+        return scipy.io.loadmat(
+            path, variable_names=list(names), squeeze_me=True, struct_as_record=False, chars_as_strings=True
+        )
     except NotImplementedError:
         raise DataError(path, 'a MATLAB v7.3 (HDF5) file, expected a v5/v7 .mat') from None
-    except Exception as err:  # noqa: BLE001 (scipy raises many kinds on corrupt data)
+    except Exception as err:
         raise DataError(path, f'truncated or corrupt .mat file ({type(err).__name__}: {err})') from None
 
 
@@ -320,13 +343,14 @@ def _check_v5_complete(path):
             if len(tag) < 8:
                 raise DataError(path, f'truncated .mat file (cut inside the data element at byte {position})')
             kind, nbytes = struct.unpack(order + 'II', tag)
-            if kind >> 16:   # small data element: type, size and data packed in 8 bytes
+            if kind >> 16:  # small data element: type, size and data packed in 8 bytes
                 position += 8
                 continue
             end = position + 8 + nbytes
             if end > size:
-                raise DataError(path, f'truncated .mat file (the data element at byte {position} needs '
-                                      f'{end - size} more bytes)')
+                raise DataError(
+                    path, f'truncated .mat file (the data element at byte {position} needs {end - size} more bytes)'
+                )
             position = end if kind == _MI_COMPRESSED else end + (-end) % 8
 
 
@@ -340,8 +364,12 @@ def as_list(value):
 def as_integers(path, name, value, low, high):
     """A loaded numeric vector as int64, checked to be whole numbers in low..high (DataError)."""
     array = np.asarray(value)
-    if array.dtype == object or not np.issubdtype(array.dtype, np.number) or array.ndim > 2 \
-            or (array.ndim == 2 and min(array.shape) != 1):
+    if (
+        array.dtype == object
+        or not np.issubdtype(array.dtype, np.number)
+        or array.ndim > 2
+        or (array.ndim == 2 and min(array.shape) != 1)
+    ):
         raise DataError(path, f"'{name}' must be a numeric vector, got {array.dtype} of shape {array.shape}")
     array = np.atleast_1d(array).ravel()
     if not np.isfinite(array).all() or (array != np.round(array)).any():

@@ -13,6 +13,7 @@ its maps `depths[i - 1].T`: transposed, never reshaped. Labels go 894 -> 40 thro
 are shifted to 0..39, unlabeled -> 255. Depth is used as stored (filled maps, metres).
 Record keys are the 1-based indices of splits.mat, zero-padded to 4 digits so they sort.
 """
+
 import os
 
 import numpy as np
@@ -24,13 +25,48 @@ from data_prep.errors import DataError
 NAME = 'nyuv2'
 #: The 40 classes of classMapping40 (Gupta et al.'s NYU-40, spelling as in the file).
 CLASS_NAMES = [
-    'wall', 'floor', 'cabinet', 'bed', 'chair', 'sofa', 'table', 'door', 'window', 'bookshelf',
-    'picture', 'counter', 'blinds', 'desk', 'shelves', 'curtain', 'dresser', 'pillow', 'mirror',
-    'floor mat', 'clothes', 'ceiling', 'books', 'refridgerator', 'television', 'paper', 'towel',
-    'shower curtain', 'box', 'whiteboard', 'person', 'night stand', 'toilet', 'sink', 'lamp',
-    'bathtub', 'bag', 'otherstructure', 'otherfurniture', 'otherprop',
+    'wall',
+    'floor',
+    'cabinet',
+    'bed',
+    'chair',
+    'sofa',
+    'table',
+    'door',
+    'window',
+    'bookshelf',
+    'picture',
+    'counter',
+    'blinds',
+    'desk',
+    'shelves',
+    'curtain',
+    'dresser',
+    'pillow',
+    'mirror',
+    'floor mat',
+    'clothes',
+    'ceiling',
+    'books',
+    'refridgerator',
+    'television',
+    'paper',
+    'towel',
+    'shower curtain',
+    'box',
+    'whiteboard',
+    'person',
+    'night stand',
+    'toilet',
+    'sink',
+    'lamp',
+    'bathtub',
+    'bag',
+    'otherstructure',
+    'otherfurniture',
+    'otherprop',
 ]
-SPLITS = {'train': 795, 'test': 654}   # paper L530
+SPLITS = {'train': 795, 'test': 654}  # paper L530
 LABELLED_SPLITS = ('train', 'test')
 
 LABELED_FILE = 'nyu_depth_v2_labeled.mat'
@@ -65,8 +101,9 @@ def load_record(root, split, key):
         raw_label = matlab.read_slice(labels, i).transpose()
     depth = check_depth(f'{path} (depths, image {int(key)})', depth)
     label = map_labels(f'{path} (labels, image {int(key)})', raw_label, lut, valid)
-    return Record(np.ascontiguousarray(image), label, np.ascontiguousarray(depth),
-                  [path, os.path.join(root, MAPPING_FILE)])
+    return Record(
+        np.ascontiguousarray(image), label, np.ascontiguousarray(depth), [path, os.path.join(root, MAPPING_FILE)]
+    )
 
 
 def labeled_arrays(h5file):
@@ -84,8 +121,9 @@ def labeled_arrays(h5file):
     expected = (images.shape[0],) + images.shape[2:]
     for name, dataset in (('depths', depths), ('labels', labels)):
         if dataset.shape != expected:
-            raise DataError(path, f"'{name}' has shape {dataset.shape}, 'images' {images.shape}: "
-                                  f'image and {name[:-1]} sizes differ')
+            raise DataError(
+                path, f"'{name}' has shape {dataset.shape}, 'images' {images.shape}: image and {name[:-1]} sizes differ"
+            )
     return images, depths, labels
 
 
@@ -104,11 +142,12 @@ def class_mapping(root):
 
 def check_class_names(path, names):
     """DataError unless the file's 40 class names are CLASS_NAMES (case, '_' vs ' ' aside)."""
+
     def norm(name):
         return str(name).strip().lower().replace('_', ' ')
+
     if len(names) != len(CLASS_NAMES):
         raise DataError(path, f"'className' has {len(names)} names, expected {len(CLASS_NAMES)}")
     for i, (got, want) in enumerate(zip(names, CLASS_NAMES)):
         if not isinstance(got, str) or norm(got) != norm(want):
             raise DataError(path, f"'className' {i + 1} is {got!r}, expected {want!r}")
-

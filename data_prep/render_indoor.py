@@ -11,6 +11,7 @@ of its dataset's label table, and only roles it maps are drawn. Id 0 means "unla
 datasets: the `clutter` role draws unlabelled objects, and `unlabeled_edges` clears a one-pixel
 band along object boundaries, as the real annotations leave gaps there.
 """
+
 from typing import NamedTuple
 
 import numpy as np
@@ -19,20 +20,49 @@ from data_prep.synth import Canvas
 
 #: Base colour (RGB) of each role; scenes jitter it a little. Unlisted roles are grey.
 COLOURS = {
-    'wall': (196, 188, 170), 'floor': (128, 92, 60), 'ceiling': (232, 232, 226),
-    'cabinet': (150, 96, 48), 'bed': (70, 100, 160), 'chair': (170, 40, 40), 'sofa': (60, 130, 80),
-    'table': (200, 150, 90), 'door': (110, 70, 40), 'window': (150, 200, 240),
-    'bookshelf': (90, 60, 30), 'picture': (220, 180, 40), 'counter': (90, 90, 100),
-    'blinds': (230, 220, 190), 'desk': (160, 120, 70), 'curtain': (150, 40, 110),
-    'dresser': (120, 80, 50), 'pillow': (240, 240, 250), 'mirror': (200, 220, 220),
-    'books': (30, 70, 150), 'fridge': (225, 228, 232), 'tv': (25, 25, 30), 'box': (185, 150, 100),
-    'whiteboard': (248, 248, 248), 'night_stand': (140, 90, 60), 'lamp': (250, 230, 150),
-    'bottle': (40, 160, 60), 'clutter': (120, 120, 120),
+    'wall': (196, 188, 170),
+    'floor': (128, 92, 60),
+    'ceiling': (232, 232, 226),
+    'cabinet': (150, 96, 48),
+    'bed': (70, 100, 160),
+    'chair': (170, 40, 40),
+    'sofa': (60, 130, 80),
+    'table': (200, 150, 90),
+    'door': (110, 70, 40),
+    'window': (150, 200, 240),
+    'bookshelf': (90, 60, 30),
+    'picture': (220, 180, 40),
+    'counter': (90, 90, 100),
+    'blinds': (230, 220, 190),
+    'desk': (160, 120, 70),
+    'curtain': (150, 40, 110),
+    'dresser': (120, 80, 50),
+    'pillow': (240, 240, 250),
+    'mirror': (200, 220, 220),
+    'books': (30, 70, 150),
+    'fridge': (225, 228, 232),
+    'tv': (25, 25, 30),
+    'box': (185, 150, 100),
+    'whiteboard': (248, 248, 248),
+    'night_stand': (140, 90, 60),
+    'lamp': (250, 230, 150),
+    'bottle': (40, 160, 60),
+    'clutter': (120, 120, 120),
 }
 
 #: Checkerboard side (metres) of each role's texture; 0: plain.
-CHECKERS = {'floor': 0.5, 'wall': 0.0, 'ceiling': 0.0, 'bookshelf': 0.3, 'fridge': 0.0,
-            'window': 0.4, 'curtain': 0.15, 'blinds': 0.06, 'pillow': 0.0, 'tv': 0.0}
+CHECKERS = {
+    'floor': 0.5,
+    'wall': 0.0,
+    'ceiling': 0.0,
+    'bookshelf': 0.3,
+    'fridge': 0.0,
+    'window': 0.4,
+    'curtain': 0.15,
+    'blinds': 0.06,
+    'pillow': 0.0,
+    'tv': 0.0,
+}
 
 #: Furniture of each scene type, in drawing priority; a type is used when the dataset maps at
 #: least two of its roles.
@@ -48,18 +78,19 @@ TABLE_PROPS = ['books', 'box', 'bottle', 'clutter']
 
 class Room(NamedTuple):
     """The room box in the camera frame (x right, y down, z forward; metres)."""
+
     left: float
     right: float
-    ceiling: float   # y of the ceiling (< 0: above the camera)
-    floor: float     # y of the floor (> 0: the camera height)
-    back: float      # z of the far wall
+    ceiling: float  # y of the ceiling (< 0: above the camera)
+    floor: float  # y of the floor (> 0: the camera height)
+    back: float  # z of the far wall
 
 
 class IndoorScene(NamedTuple):
-    image: np.ndarray   # H x W x 3 uint8 RGB
-    label: np.ndarray   # H x W uint16, the caller's ids (0 = unlabeled)
-    depth: np.ndarray   # H x W float64 metres along the optical axis, all finite
-    kind: str           # scene type, a key of SCENES (or 'empty')
+    image: np.ndarray  # H x W x 3 uint8 RGB
+    label: np.ndarray  # H x W uint16, the caller's ids (0 = unlabeled)
+    depth: np.ndarray  # H x W float64 metres along the optical axis, all finite
+    kind: str  # scene type, a key of SCENES (or 'empty')
 
 
 def render_room(camera, ids, rng, depth_range=(3.0, 8.0), unlabeled_edges=True):
@@ -72,11 +103,15 @@ def render_room(camera, ids, rng, depth_range=(3.0, 8.0), unlabeled_edges=True):
     width = rng.uniform(3.0, 6.0)
     offset = rng.uniform(-0.25, 0.25) * width
     camera_height = rng.uniform(1.1, 1.6)
-    room = Room(left=offset - width / 2, right=offset + width / 2,
-                ceiling=camera_height - rng.uniform(2.5, 3.1), floor=camera_height,
-                back=rng.uniform(*depth_range))
+    room = Room(
+        left=offset - width / 2,
+        right=offset + width / 2,
+        ceiling=camera_height - rng.uniform(2.5, 3.1),
+        floor=camera_height,
+        back=rng.uniform(*depth_range),
+    )
     painter.room(room)
-    for role in rng.permutation(WALL_ITEMS)[:rng.integers(1, 4)]:
+    for role in rng.permutation(WALL_ITEMS)[: rng.integers(1, 4)]:
         painter.wall_item(room, str(role))
     kind, furniture = _furniture(ids, rng)
     for role in furniture:
@@ -111,13 +146,20 @@ def _clear_edges(label):
 def furniture_shape(role, u):
     """(width, depth, stands against the wall) of a piece of furniture of `role`, scale `u`."""
     return {
-        'bed': (1.5 * u, 2.0 * u, True), 'night_stand': (0.45 * u, 0.4 * u, True),
-        'dresser': (1.2 * u, 0.5 * u, True), 'lamp': (0.35, 0.35, False),
-        'chair': (0.45 * u, 0.45 * u, False), 'sofa': (1.9 * u, 0.9 * u, False),
-        'table': (1.2 * u, 0.8 * u, False), 'tv': (1.0 * u, 0.45, True),
-        'cabinet': (0.8 * u, 0.5 * u, True), 'box': (0.4 * u, 0.35 * u, False),
-        'clutter': (0.3 * u, 0.3 * u, False), 'desk': (1.3 * u, 0.7 * u, True),
-        'bookshelf': (0.9 * u, 0.35, True), 'counter': (2.2 * u, 0.6, True),
+        'bed': (1.5 * u, 2.0 * u, True),
+        'night_stand': (0.45 * u, 0.4 * u, True),
+        'dresser': (1.2 * u, 0.5 * u, True),
+        'lamp': (0.35, 0.35, False),
+        'chair': (0.45 * u, 0.45 * u, False),
+        'sofa': (1.9 * u, 0.9 * u, False),
+        'table': (1.2 * u, 0.8 * u, False),
+        'tv': (1.0 * u, 0.45, True),
+        'cabinet': (0.8 * u, 0.5 * u, True),
+        'box': (0.4 * u, 0.35 * u, False),
+        'clutter': (0.3 * u, 0.3 * u, False),
+        'desk': (1.3 * u, 0.7 * u, True),
+        'bookshelf': (0.9 * u, 0.35, True),
+        'counter': (2.2 * u, 0.6, True),
         'fridge': (0.75, 0.7, True),
     }[role]
 
@@ -130,7 +172,7 @@ class _Painter:
         self.ids = ids
         self.rng = rng
         self.colours = {}
-        self.footprints = []   # (x0, x1, z0, z1) of furniture on the floor
+        self.footprints = []  # (x0, x1, z0, z1) of furniture on the floor
 
     def colour(self, role):
         if role not in self.colours:
@@ -158,17 +200,23 @@ class _Painter:
     def wall_item(self, room, role):
         """A flat item 1 cm in front of the far wall or a side wall."""
         rng = self.rng
-        sizes = {'door': (0.9, 2.05), 'window': (1.2, 1.2), 'picture': (0.6, 0.45),
-                 'whiteboard': (1.6, 1.0), 'mirror': (0.5, 0.9), 'curtain': (0.8, 2.0),
-                 'blinds': (1.1, 1.1)}
+        sizes = {
+            'door': (0.9, 2.05),
+            'window': (1.2, 1.2),
+            'picture': (0.6, 0.45),
+            'whiteboard': (1.6, 1.0),
+            'mirror': (0.5, 0.9),
+            'curtain': (0.8, 2.0),
+            'blinds': (1.1, 1.1),
+        }
         w, h = np.asarray(sizes[role]) * rng.uniform(0.8, 1.2)
         bottom = 0.0 if role in ('door', 'curtain') else rng.uniform(0.8, 1.3)
         y0, y1 = room.floor - bottom - h, room.floor - bottom
         y0 = max(y0, room.ceiling + 0.05)
-        if rng.random() < 0.6:   # far wall
+        if rng.random() < 0.6:  # far wall
             x0 = rng.uniform(room.left + 0.1, max(room.right - w - 0.1, room.left + 0.1))
             self.rect(role, 2, room.back - 0.01, ((x0, x0 + w), (y0, y1)))
-        else:                    # a side wall
+        else:  # a side wall
             x = room.left + 0.01 if rng.random() < 0.5 else room.right - 0.01
             z0 = rng.uniform(1.0, max(room.back - w - 0.1, 1.0))
             self.rect(role, 0, x, ((y0, y1), (z0, z0 + w)))
@@ -180,8 +228,7 @@ class _Painter:
             x0 = rng.uniform(room.left + 0.05, room.right - width - 0.05)
             z0 = room.back - depth - 0.02 if against_wall else rng.uniform(1.3, room.back - depth - 0.1)
             fp = (x0, x0 + width, z0, z0 + depth)
-            if z0 > 1.0 and all(fp[1] < o[0] or fp[0] > o[1] or fp[3] < o[2] or fp[2] > o[3]
-                                for o in self.footprints):
+            if z0 > 1.0 and all(fp[1] < o[0] or fp[0] > o[1] or fp[3] < o[2] or fp[2] > o[3] for o in self.footprints):
                 self.footprints.append(fp)
                 return fp
         return None
@@ -199,7 +246,7 @@ class _Painter:
 
     def furniture(self, room, role):
         """One piece of furniture of `role` with its parts (pillows, props, ...)."""
-        u = self.rng.uniform(0.85, 1.15)   # the piece's scale
+        u = self.rng.uniform(0.85, 1.15)  # the piece's scale
         width, depth, against_wall = furniture_shape(role, u)
         fp = self.place(room, min(width, room.right - room.left - 0.2), depth, against_wall)
         if fp is not None:
@@ -242,15 +289,18 @@ class _Painter:
             self.slab(role, fp, 0.0, height)
             for shelf in np.arange(0.3, height - 0.3, 0.4):
                 if rng.random() < 0.8:
-                    self.slab('books', (x0 + 0.05, x1 - rng.uniform(0.05, 0.4), z0 - 0.03, z0 + 0.1),
-                              shelf, shelf + rng.uniform(0.18, 0.3))
+                    self.slab(
+                        'books',
+                        (x0 + 0.05, x1 - rng.uniform(0.05, 0.4), z0 - 0.03, z0 + 0.1),
+                        shelf,
+                        shelf + rng.uniform(0.18, 0.3),
+                    )
         elif role == 'counter':
             self.slab(role, fp, 0.0, 0.9)
             self.slab('cabinet', (x0, x1, z0 + 0.2, z1), 1.4, 2.1)
             self.props((x0, x1, z0, z1 - 0.3), 0.9)
-        else:   # a plain box: cabinet, dresser, night_stand, fridge, box, clutter
-            heights = {'cabinet': 0.9, 'dresser': 1.0, 'night_stand': 0.55, 'fridge': 1.8,
-                       'box': 0.35, 'clutter': 0.3}
+        else:  # a plain box: cabinet, dresser, night_stand, fridge, box, clutter
+            heights = {'cabinet': 0.9, 'dresser': 1.0, 'night_stand': 0.55, 'fridge': 1.8, 'box': 0.35, 'clutter': 0.3}
             top = heights[role] * u
             self.slab(role, fp, 0.0, top)
             if role in ('dresser', 'night_stand', 'cabinet'):
@@ -267,4 +317,3 @@ class _Painter:
                 continue
             px, pz = rng.uniform(x0, x1 - w), rng.uniform(z0, z1 - d)
             self.slab(role, (px, px + w, pz, pz + d), top, top + h)
-

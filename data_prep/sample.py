@@ -14,6 +14,7 @@ the reader must give back (their tests compare), Cityscapes' writer returns a so
 takes `splits` and `size` for quick tests. Writers depend on the readers (for the layout's names
 and tables), never the reverse.
 """
+
 import importlib
 
 #: Dataset name -> module of its sample writer (imported on demand).

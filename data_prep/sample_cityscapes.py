@@ -10,6 +10,7 @@ surface, as in sky, the bonnet and random stereo dropouts).
 Files per record (as distributed): leftImg8bit (8-bit RGB PNG), gtFine labelIds (8-bit PNG; train
 and val only, as only those labels are public), disparity (16-bit PNG), camera JSON.
 """
+
 import json
 import os
 
@@ -28,8 +29,8 @@ CAMERA_JSON = {
     'intrinsic': {'fx': 2262.52, 'fy': 2265.3017905988554, 'u0': 1096.98, 'v0': 513.137},
 }
 FULL_SIZE = (2048, 1024)
-FAR = 250.0            # metres of street drawn
-DROPOUT = 0.01         # fraction of pixels without a stereo match
+FAR = 250.0  # metres of street drawn
+DROPOUT = 0.01  # fraction of pixels without a stereo match
 
 
 def write(out_dir, count=4, seed=0, progress=False, *, splits=('train', 'val', 'test'), size=FULL_SIZE):
@@ -41,6 +42,7 @@ def write(out_dir, count=4, seed=0, progress=False, *, splits=('train', 'val', '
     than 2048 x 1024, which scales the intrinsics.
     """
     from tqdm import tqdm  # noqa: PLC0415
+
     jobs = [(split_index, split, i) for split_index, split in enumerate(splits) for i in range(count)]
     keys = {split: [] for split in splits}
     for split_index, split, i in tqdm(jobs, desc='sample cityscapes', unit='img', disable=not progress):
@@ -64,8 +66,8 @@ def render_street(rng, camera, height_m):
         canvas.box(lo, hi, NAME_TO_LABEL_ID[name], np.clip(colour, 8, 255), checker)
 
     ground, kerb = height_m, height_m - 0.15
-    road = rng.uniform(3.0, 6.0)                      # half width of the road
-    walk = road + rng.uniform(2.0, 4.0)               # outer edge of the sidewalks
+    road = rng.uniform(3.0, 6.0)  # half width of the road
+    walk = road + rng.uniform(2.0, 4.0)  # outer edge of the sidewalks
     draw_box('road', (-road, ground, 0.0), (road, ground + 0.1, FAR), checker=3.0, tint=1.0)
     for side in (-1, 1):
         near, far = sorted((side * road, side * walk))
@@ -73,15 +75,19 @@ def render_street(rng, camera, height_m):
         outer = sorted((side * walk, side * (walk + 40.0)))
         draw_box(rng.choice(['terrain', 'vegetation']), (outer[0], kerb, 0.0), (outer[1], ground, FAR), checker=2.0)
         _draw_facades(draw_box, rng, side, walk + rng.uniform(0.0, 3.0), kerb)
-        for z in np.sort(rng.uniform(8.0, 120.0, rng.integers(2, 6))):   # street furniture on the walk
+        for z in np.sort(rng.uniform(8.0, 120.0, rng.integers(2, 6))):  # street furniture on the walk
             x = side * rng.uniform(road + 0.5, walk - 0.3)
             _draw_street_object(draw_box, rng, x, z, kerb)
     lanes = np.arange(-road + 1.6, road - 1.5, 3.2)
-    for z in np.sort(rng.uniform(6.0, 80.0, rng.integers(2, 7))):        # traffic
+    for z in np.sort(rng.uniform(6.0, 80.0, rng.integers(2, 7))):  # traffic
         x = rng.choice(lanes) + rng.uniform(-0.3, 0.3)
         kind = rng.choice(['car', 'car', 'car', 'truck', 'bus', 'bicycle'])
-        width, tall, length = {'car': (1.8, 1.5, 4.3), 'truck': (2.4, 3.2, 7.0), 'bus': (2.5, 3.1, 11.0),
-                               'bicycle': (0.6, 1.1, 1.7)}[kind]
+        width, tall, length = {
+            'car': (1.8, 1.5, 4.3),
+            'truck': (2.4, 3.2, 7.0),
+            'bus': (2.5, 3.1, 11.0),
+            'bicycle': (0.6, 1.1, 1.7),
+        }[kind]
         draw_box(kind, (x - width / 2, ground - tall, z), (x + width / 2, ground, z + length))
         if kind == 'bicycle':
             draw_box('rider', (x - 0.25, ground - 1.8, z + 0.6), (x + 0.25, ground - 1.0, z + 1.0))
@@ -110,8 +116,12 @@ def _draw_street_object(draw_box, rng, x, z, base):
     if kind == 'tree':
         draw_box('vegetation', (x - 0.2, base - 3.0, z - 0.2), (x + 0.2, base, z + 0.2))
         crown = rng.uniform(1.5, 3.0)
-        draw_box('vegetation', (x - crown, base - 3.0 - 2 * crown, z - crown), (x + crown, base - 3.0, z + crown),
-                 checker=0.4)
+        draw_box(
+            'vegetation',
+            (x - crown, base - 3.0 - 2 * crown, z - crown),
+            (x + crown, base - 3.0, z + crown),
+            checker=0.4,
+        )
     elif kind == 'person':
         draw_box('person', (x - 0.25, base - rng.uniform(1.5, 1.9), z - 0.15), (x + 0.25, base, z + 0.15))
     else:
@@ -125,8 +135,14 @@ def _write_record(out_dir, split, city, stem, rng, size):
     width, height = size
     scale = width / FULL_SIZE[0]
     intrinsic = CAMERA_JSON['intrinsic']
-    camera = Camera(intrinsic['fx'] * scale, intrinsic['fy'] * scale, intrinsic['u0'] * scale,
-                    intrinsic['v0'] * scale, width, height)
+    camera = Camera(
+        intrinsic['fx'] * scale,
+        intrinsic['fy'] * scale,
+        intrinsic['u0'] * scale,
+        intrinsic['v0'] * scale,
+        width,
+        height,
+    )
     canvas = render_street(rng, camera, height_m=rng.uniform(1.1, 1.35))
     bonnet = slice(int(round(height * rng.uniform(0.88, 0.93))), height)
     canvas.label[bonnet] = NAME_TO_LABEL_ID['ego vehicle']

@@ -8,6 +8,7 @@ plus intrinsics.txt and scene.txt. Frames come from the four sensors with their 
 (docs/REFERENCE.md: "image sizes vary by sensor"). Every other room is 10.5-12 m deep, so that depths
 beyond 8.192 m (the top bits of the rotation) and the 10 m cap occur in every sample.
 """
+
 import os
 from typing import NamedTuple
 
@@ -26,19 +27,31 @@ AUTHORS_ROOT = '/n/fs/sun3d/data/'
 class Sensor(NamedTuple):
     name: str
     camera: Camera
-    directory: str   # format string of the frame directory below SUNRGBD/, {n}: frame number
-    stem: str        # format string of the image/depth file name without extension
+    directory: str  # format string of the frame directory below SUNRGBD/, {n}: frame number
+    stem: str  # format string of the image/depth file name without extension
 
 
 #: The four sensors of SUN-RGBD, their image sizes and intrinsics (approximate) and path patterns.
 SENSORS = [
     Sensor('kv1', Camera(518.86, 519.47, 284.58, 208.74, 561, 427), 'kv1/NYUdata/NYU{n:04d}', 'NYU{n:04d}'),
-    Sensor('kv2', Camera(529.50, 529.50, 365.00, 265.00, 730, 530),
-           'kv2/kinect2data/{n:06d}_2014-05-26_14-23-37_260595134347_rgbf{n:06d}-resize', '{n:07d}'),
-    Sensor('realsense', Camera(570.34, 570.34, 310.00, 225.00, 681, 441),
-           'realsense/lg/2014_10_24-14_05_55-13110000{n:02d}', '{n:07d}'),
-    Sensor('xtion', Camera(570.34, 570.34, 320.00, 240.00, 640, 480),
-           'xtion/sun3ddata/mit_32_d507/d507_2/{n:07d}-0000{n:08d}', '{n:07d}-0000{n:08d}'),
+    Sensor(
+        'kv2',
+        Camera(529.50, 529.50, 365.00, 265.00, 730, 530),
+        'kv2/kinect2data/{n:06d}_2014-05-26_14-23-37_260595134347_rgbf{n:06d}-resize',
+        '{n:07d}',
+    ),
+    Sensor(
+        'realsense',
+        Camera(570.34, 570.34, 310.00, 225.00, 681, 441),
+        'realsense/lg/2014_10_24-14_05_55-13110000{n:02d}',
+        '{n:07d}',
+    ),
+    Sensor(
+        'xtion',
+        Camera(570.34, 570.34, 320.00, 240.00, 640, 480),
+        'xtion/sun3ddata/mit_32_d507/d507_2/{n:07d}-0000{n:08d}',
+        '{n:07d}-0000{n:08d}',
+    ),
 ]
 
 #: Distance ranges (metres) of the far wall; near and far rooms alternate across frames and sensors.
@@ -59,6 +72,7 @@ def write(out_dir, count=4, seed=0, progress=False):
     """Write `count` frames per split under `out_dir`; return {split: {key: Record}}, what the
     reader must give back (the image before JPEG compression). `progress`: a bar on stderr."""
     from tqdm import tqdm  # noqa: PLC0415
+
     if count < 1:
         raise ValueError('count must be at least 1 (frames per split)')
     rng = np.random.default_rng(seed)
@@ -71,8 +85,13 @@ def write(out_dir, count=4, seed=0, progress=False):
         scene = render_room(sensor.camera, ROLE_IDS, rng, depth_range=FAR_ROOM if far else NEAR_ROOM)
         directory, image_file, depth = _write_frame(out_dir, sensor, i + 1, scene, rng)
         meta.append(_meta_entry(sensor, directory, os.path.splitext(os.path.basename(image_file))[0]))
-        seg.append({'seglabel': scene.label.astype(np.float64), 'seglabelall': scene.label.astype(np.float64),
-                    'seglistall': list(CLASS_NAMES)})
+        seg.append(
+            {
+                'seglabel': scene.label.astype(np.float64),
+                'seglabelall': scene.label.astype(np.float64),
+                'seglistall': list(CLASS_NAMES),
+            }
+        )
         split = 'train' if in_train[i] else 'test'
         splits[split].append(AUTHORS_ROOT + directory)
         truth[split][image_file] = Record(scene.image, lut[scene.label], depth, [os.path.join(out_dir, image_file)])
@@ -81,9 +100,14 @@ def write(out_dir, count=4, seed=0, progress=False):
     matlab.write_v5(os.path.join(out_dir, META_FILE), {'SUNRGBDMeta': matlab.StructArray(meta)})
     matlab.write_v73(os.path.join(out_dir, SEG_FILE), {'SUNRGBD2Dseg': matlab.StructArray(seg)})
     n_val = len(splits['train']) // 2
-    matlab.write_v5(os.path.join(out_dir, SPLIT_FILE), {
-        'alltrain': splits['train'], 'alltest': splits['test'],
-        'trainvalsplit': {'train': splits['train'][n_val:], 'val': splits['train'][:n_val]}})
+    matlab.write_v5(
+        os.path.join(out_dir, SPLIT_FILE),
+        {
+            'alltrain': splits['train'],
+            'alltest': splits['test'],
+            'trainvalsplit': {'train': splits['train'][n_val:], 'val': splits['train'][:n_val]},
+        },
+    )
     return truth
 
 
@@ -92,11 +116,15 @@ def _write_frame(out_dir, sensor, n, scene, rng):
     `out_dir`, and the depth in metres the reader must decode from its depth_bfx PNG)."""
     import cv2  # noqa: PLC0415
     from PIL import Image  # noqa: PLC0415
+
     directory = f'{DATA_DIR}/{sensor.directory.format(n=n)}'
     stem = sensor.stem.format(n=n)
     filled, raw = _depth_maps(scene, rng)
-    files = {'image': f'{directory}/image/{stem}.jpg', 'depth': f'{directory}/depth/{stem}.png',
-             'bfx': f'{directory}/{DEPTH_DIR}/{stem}.png'}
+    files = {
+        'image': f'{directory}/image/{stem}.jpg',
+        'depth': f'{directory}/depth/{stem}.png',
+        'bfx': f'{directory}/{DEPTH_DIR}/{stem}.png',
+    }
     for rel in files.values():
         os.makedirs(os.path.join(out_dir, os.path.dirname(rel)), exist_ok=True)
     Image.fromarray(scene.image).save(os.path.join(out_dir, files['image']), quality=95)
@@ -114,10 +142,10 @@ def _depth_maps(scene, rng):
     height, width = filled.shape
     for _ in range(rng.integers(1, 4)):
         r, c = rng.integers(0, height - 4), rng.integers(0, width - 4)
-        filled[r:r + rng.integers(1, 5), c:c + rng.integers(1, 5)] = 0
+        filled[r : r + rng.integers(1, 5), c : c + rng.integers(1, 5)] = 0
     raw = filled.copy()
     raw[np.isin(scene.label, [ROLE_IDS['window'], ROLE_IDS['mirror']])] = 0
-    raw[:, :rng.integers(4, 12)] = 0
+    raw[:, : rng.integers(4, 12)] = 0
     return filled, raw
 
 
@@ -126,11 +154,18 @@ def _meta_entry(sensor, directory, stem):
     cam = sensor.camera
     path = AUTHORS_ROOT + directory
     return {
-        'sequenceName': directory, 'groundtruth3DBB': np.zeros((0, 0)), 'Rtilt': np.eye(3),
+        'sequenceName': directory,
+        'groundtruth3DBB': np.zeros((0, 0)),
+        'Rtilt': np.eye(3),
         'K': np.array([[cam.fx, 0, cam.cx], [0, cam.fy, cam.cy], [0, 0, 1]]),
-        'depthpath': f'{path}/depth/{stem}.png', 'rgbpath': f'{path}/image/{stem}.jpg',
-        'anno_extrinsics': np.eye(3), 'depthname': f'{stem}.png', 'rgbname': f'{stem}.jpg',
-        'sensorType': sensor.name, 'valid': np.float64(1), 'gtCorner3D': np.zeros((0, 0)),
+        'depthpath': f'{path}/depth/{stem}.png',
+        'rgbpath': f'{path}/image/{stem}.jpg',
+        'anno_extrinsics': np.eye(3),
+        'depthname': f'{stem}.png',
+        'rgbname': f'{stem}.jpg',
+        'sensorType': sensor.name,
+        'valid': np.float64(1),
+        'gtCorner3D': np.zeros((0, 0)),
         'groundtruth2DBB': np.zeros((0, 0)),
     }
 

@@ -15,6 +15,7 @@ is taken relative to `--root`. Depth comes from the filled `depth_bfx` maps: uin
 are rotated left by 3; rotated back they are millimetres, capped at 10 m, raw 0 invalid
 (the toolbox's read3dPoints.m). Labels are shifted to 0..36, unlabeled -> 255.
 """
+
 import functools
 import os
 from pathlib import PurePosixPath
@@ -29,12 +30,45 @@ from data_prep.errors import DataError
 NAME = 'sunrgbd'
 #: The 37 classes of SUNRGBD2Dseg's seglabel ids 1..37 (seg37list), training label = id - 1.
 CLASS_NAMES = [
-    'wall', 'floor', 'cabinet', 'bed', 'chair', 'sofa', 'table', 'door', 'window', 'bookshelf',
-    'picture', 'counter', 'blinds', 'desk', 'shelves', 'curtain', 'dresser', 'pillow', 'mirror',
-    'floor_mat', 'clothes', 'ceiling', 'books', 'fridge', 'tv', 'paper', 'towel', 'shower_curtain',
-    'box', 'whiteboard', 'person', 'night_stand', 'toilet', 'sink', 'lamp', 'bathtub', 'bag',
+    'wall',
+    'floor',
+    'cabinet',
+    'bed',
+    'chair',
+    'sofa',
+    'table',
+    'door',
+    'window',
+    'bookshelf',
+    'picture',
+    'counter',
+    'blinds',
+    'desk',
+    'shelves',
+    'curtain',
+    'dresser',
+    'pillow',
+    'mirror',
+    'floor_mat',
+    'clothes',
+    'ceiling',
+    'books',
+    'fridge',
+    'tv',
+    'paper',
+    'towel',
+    'shower_curtain',
+    'box',
+    'whiteboard',
+    'person',
+    'night_stand',
+    'toilet',
+    'sink',
+    'lamp',
+    'bathtub',
+    'bag',
 ]
-SPLITS = {'train': 5285, 'test': 5050}   # paper L453
+SPLITS = {'train': 5285, 'test': 5050}  # paper L453
 LABELLED_SPLITS = ('train', 'test')
 
 META_FILE = 'SUNRGBDtoolbox/Metadata/SUNRGBDMeta.mat'
@@ -44,7 +78,7 @@ SPLIT_VARIABLES = {'train': 'alltrain', 'test': 'alltest'}
 #: The path component from which the authors' absolute paths are taken relative to --root.
 DATA_DIR = 'SUNRGBD'
 DEPTH_DIR = 'depth_bfx'
-MAX_DEPTH = 10.0   # metres, docs/REFERENCE.md
+MAX_DEPTH = 10.0  # metres, docs/REFERENCE.md
 
 #: raw seglabel id -> training label; ids 0..37 are the table.
 _LUT = np.array([IGNORE] + list(range(len(CLASS_NAMES))), np.uint8)
@@ -53,10 +87,11 @@ _VALID = np.ones(len(_LUT), bool)
 
 class Frame(NamedTuple):
     """One entry of SUNRGBDMeta, with its paths relative to --root."""
-    index: int       # 1-based position in SUNRGBDMeta and SUNRGBD2Dseg
-    directory: str   # SUNRGBD/<sensor>/.../<frame>
-    rgb: str         # <directory>/image/<name>.jpg: the record key
-    depth: str       # <directory>/depth_bfx/<name>.png
+
+    index: int  # 1-based position in SUNRGBDMeta and SUNRGBD2Dseg
+    directory: str  # SUNRGBD/<sensor>/.../<frame>
+    rgb: str  # <directory>/image/<name>.jpg: the record key
+    depth: str  # <directory>/depth_bfx/<name>.png
 
 
 def list_records(root, split):
@@ -91,8 +126,9 @@ def load_record(root, split, key):
     where = f'{seg_path} (SUNRGBD2Dseg({frame.index}).seglabel)'
     check_same_size(where, raw_label.shape, image_path, image.shape)
     label = map_labels(where, raw_label, _LUT, _VALID)
-    return Record(image, label, decode_depth(raw_depth),
-                  [image_path, depth_path, seg_path, os.path.join(root, META_FILE)])
+    return Record(
+        image, label, decode_depth(raw_depth), [image_path, depth_path, seg_path, os.path.join(root, META_FILE)]
+    )
 
 
 def decode_depth(raw):
@@ -108,6 +144,7 @@ def decode_depth(raw):
 def read_jpeg(path):
     """An RGB JPEG as H x W x 3 uint8; DataError when missing, truncated or not a colour image."""
     from PIL import Image  # noqa: PLC0415
+
     path = require_file(path)
     try:
         with Image.open(path) as image:
@@ -136,7 +173,7 @@ def read_seglabel(root, index, count):
             raise DataError(path, f'{what} holds ids that are not whole numbers')
     bad = (label < 0) | (label > len(CLASS_NAMES))
     if bad.any():
-        raise DataError(path, f'{what}: label id {label[bad][0]:g} not in the dataset\'s table (0..37)')
+        raise DataError(path, f"{what}: label id {label[bad][0]:g} not in the dataset's table (0..37)")
     return path, label.astype(np.int64)
 
 
@@ -145,7 +182,7 @@ def relative_path(path, where, authors_path):
     parts = PurePosixPath(authors_path.strip()).parts
     if DATA_DIR not in parts:
         raise DataError(path, f'{where}: path {authors_path!r} has no {DATA_DIR}/ component')
-    return '/'.join(parts[parts.index(DATA_DIR):])
+    return '/'.join(parts[parts.index(DATA_DIR) :])
 
 
 def frames(root):
@@ -168,7 +205,5 @@ def _frames_of(path, stamp):
                 raise DataError(path, f"{where} has no '{field}' path")
             fields[field] = PurePosixPath(relative_path(path, where, value))
         rgb, depth = fields['rgbpath'], fields['depthpath']
-        frames.append(Frame(i + 1, str(rgb.parent.parent), str(rgb),
-                            str(depth.parent.parent / DEPTH_DIR / depth.name)))
+        frames.append(Frame(i + 1, str(rgb.parent.parent), str(rgb), str(depth.parent.parent / DEPTH_DIR / depth.name)))
     return tuple(frames)
-

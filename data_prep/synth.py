@@ -5,6 +5,7 @@ furniture) from these primitives, so that every pixel's colour, class and depth 
 same surface: label and depth agree and a net can learn from them. Camera frame: x right,
 y down, z forward (metres); depth is z, as stereo and Kinect depth maps store it.
 """
+
 from typing import NamedTuple
 
 import numpy as np
@@ -15,6 +16,7 @@ NEAR = 0.05
 
 class Camera(NamedTuple):
     """Pinhole intrinsics and image size in pixels."""
+
     fx: float
     fy: float
     cx: float
@@ -29,7 +31,7 @@ class Canvas:
     def __init__(self, camera, background_label, background_colour=(0, 0, 0), label_dtype=np.uint8):
         self.camera = camera
         shape = (camera.height, camera.width)
-        self.depth = np.full(shape, np.inf)                       # inf: nothing drawn (sky, far)
+        self.depth = np.full(shape, np.inf)  # inf: nothing drawn (sky, far)
         self.label = np.full(shape, background_label, label_dtype)
         self.colour = np.empty(shape + (3,), np.float32)
         self.colour[:] = background_colour
@@ -58,8 +60,11 @@ class Canvas:
             return
         # ray through each pixel centre: (dx, dy, 1); the plane p[axis] == value fixes its depth.
         # Coordinates keep their smallest broadcast shape (a row, a column or a scalar) until the end.
-        ray = (((np.arange(c0, c1) - cam.cx) / cam.fx)[None, :],
-               ((np.arange(r0, r1) - cam.cy) / cam.fy)[:, None], np.ones((1, 1)))
+        ray = (
+            ((np.arange(c0, c1) - cam.cx) / cam.fx)[None, :],
+            ((np.arange(r0, r1) - cam.cy) / cam.fy)[:, None],
+            np.ones((1, 1)),
+        )
         with np.errstate(divide='ignore', invalid='ignore'):
             z = value / ray[axis]
             point = [z * ray[a] for a in range(3)]

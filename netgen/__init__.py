@@ -53,6 +53,7 @@ recipe), `loss_depth_abs` (weight 0.01: DepthNet's 10 m unit) / `loss_depth_mvn`
 depth), `loss_global_abs` / `loss_global_mvn` (global stage), `loss_gradient_mvn`
 (gradient stage).
 """
+
 from .config import DATASETS, DEPTHNET_LAYER_MAP
 from .generate import check, paths, solver, write_all
 from .names import NAMES, NETS, STAGES, check_names
@@ -60,11 +61,21 @@ from .names import NAMES, NETS, STAGES, check_names
 
 def build(net, dataset, phase, data_layer='python', batch_size=None, baseline_recipe=None):
     """NetParameter of `net` for `dataset` and `phase` (see `netgen.nets.build`)."""
-    from .nets import build as _build
+    from .nets import build as _build  # noqa: PLC0415
+
     check_names([net], [dataset])
-    return _build(net, dataset, phase, data_layer=data_layer, batch_size=batch_size,
-                  baseline_recipe=baseline_recipe)
+    return _build(net, dataset, phase, data_layer=data_layer, batch_size=batch_size, baseline_recipe=baseline_recipe)
 
 
-__all__ = ['DATASETS', 'DEPTHNET_LAYER_MAP', 'NAMES', 'NETS', 'STAGES', 'build', 'check',
-           'paths', 'solver', 'write_all']
+__all__ = [
+    'DATASETS',
+    'DEPTHNET_LAYER_MAP',
+    'NAMES',
+    'NETS',
+    'STAGES',
+    'build',
+    'check',
+    'paths',
+    'solver',
+    'write_all',
+]

@@ -4,9 +4,11 @@ Every function takes the `NetSpec` being built and adds named layers to it; the 
 are part of the contract with the weight surgery (DeepLab's `conv1_1`..`fc8_4`) and
 with `netgen.fixed_weights` (layers whose names start with `fixed_`).
 """
+
 import json
 
-from caffe import layers as L, params as P
+from caffe import layers as L
+from caffe import params as P
 
 from . import config
 from .fixed_weights import PREWITT_PREFIX, UP2_PREFIX
@@ -26,13 +28,11 @@ XAVIER = dict(type='xavier')
 ZERO = dict(type='constant', value=0)
 
 
-def conv(n, name, bottom, nout, ks, stride=1, pad=0, dilation=1, group=1,
-         param=LEARN, wf=None, relu=True, lrn=False):
+def conv(n, name, bottom, nout, ks, stride=1, pad=0, dilation=1, group=1, param=LEARN, wf=None, relu=True, lrn=False):
     """Convolution `name` (+ in-place ReLU `relu_<name>`, + LRN `norm_<name>`).
 
     Returns the top to feed the next layer (the LRN output when `lrn`)."""
-    kw = dict(num_output=nout, kernel_size=ks, param=param,
-              weight_filler=wf or gaussian(0.01), bias_filler=ZERO)
+    kw = dict(num_output=nout, kernel_size=ks, param=param, weight_filler=wf or gaussian(0.01), bias_filler=ZERO)
     if stride != 1:
         kw['stride'] = stride
     if pad:
@@ -69,9 +69,13 @@ def upsample2(n, name, bottom, channels):
     """Corner-aligned bilinear x2 zoom (41 -> 81): fixed Deconvolution k3 s2 p1,
     one group per channel; its weights are written by `fill_fixed_weights`."""
     assert name.startswith(UP2_PREFIX), name
-    n[name] = L.Deconvolution(bottom, param=FIXED, convolution_param=dict(
-        num_output=channels, group=channels, kernel_size=3, stride=2, pad=1,
-        bias_term=False, weight_filler=ZERO))
+    n[name] = L.Deconvolution(
+        bottom,
+        param=FIXED,
+        convolution_param=dict(
+            num_output=channels, group=channels, kernel_size=3, stride=2, pad=1, bias_term=False, weight_filler=ZERO
+        ),
+    )
     return n[name]
 
 
@@ -79,18 +83,27 @@ def upsample2(n, name, bottom, channels):
 # Data
 # ---------------------------------------------------------------------------------------
 
+
 def data_param_str(source, batch_size, train, label_size, depth_sizes):
     """JSON param_str of `data_prep.layers.HybridData` (docs/DESIGN.md), sorted keys."""
-    return json.dumps(dict(
-        source=source, batch_size=batch_size, crop_size=config.CROP_SIZE,
-        train=bool(train), mirror=bool(train and config.MIRROR),
-        flip=bool(train and config.FLIP),
-        mean=list(config.MEAN_BGR), label_size=label_size,
-        depth_sizes=list(depth_sizes), seed=config.DATA_SEED), sort_keys=True)
+    return json.dumps(
+        dict(
+            source=source,
+            batch_size=batch_size,
+            crop_size=config.CROP_SIZE,
+            train=bool(train),
+            mirror=bool(train and config.MIRROR),
+            flip=bool(train and config.FLIP),
+            mean=list(config.MEAN_BGR),
+            label_size=label_size,
+            depth_sizes=list(depth_sizes),
+            seed=config.DATA_SEED,
+        ),
+        sort_keys=True,
+    )
 
 
-def data_layer(n, kind, source, batch_size, train, label_size, depth_sizes,
-               depth_tops):
+def data_layer(n, kind, source, batch_size, train, label_size, depth_sizes, depth_tops):
     """Adds the data layer with tops `data`, [`label`], `depth_tops`...
 
     kind 'python': `data_prep.layers.HybridData`; kind 'input': an Input layer with
@@ -102,13 +115,17 @@ def data_layer(n, kind, source, batch_size, train, label_size, depth_sizes,
         shapes.append([batch_size, 1, label_size, label_size])
     shapes += [[batch_size, 1, s, s] for s in depth_sizes]
     if kind == 'python':
-        tops = L.Python(name='hybrid_data', ntop=len(names), python_param=dict(
-            module='data_prep.layers', layer='HybridData',
-            param_str=data_param_str(source, batch_size, train, label_size,
-                                     depth_sizes)))
+        tops = L.Python(
+            name='hybrid_data',
+            ntop=len(names),
+            python_param=dict(
+                module='data_prep.layers',
+                layer='HybridData',
+                param_str=data_param_str(source, batch_size, train, label_size, depth_sizes),
+            ),
+        )
     elif kind == 'input':
-        tops = L.Input(name='hybrid_data', ntop=len(names),
-                       input_param=dict(shape=[dict(dim=s) for s in shapes]))
+        tops = L.Input(name='hybrid_data', ntop=len(names), input_param=dict(shape=[dict(dim=s) for s in shapes]))
     else:
         raise ValueError("data_layer must be 'python' or 'input', not %r" % (kind,))
     if len(names) == 1:
@@ -119,8 +136,7 @@ def data_layer(n, kind, source, batch_size, train, label_size, depth_sizes,
 
 
 def deploy_input(n, batch_size=1):
-    n.data = L.Input(input_param=dict(shape=[dict(dim=[
-        batch_size, 3, config.INPUT_SIZE, config.INPUT_SIZE])]))
+    n.data = L.Input(input_param=dict(shape=[dict(dim=[batch_size, 3, config.INPUT_SIZE, config.INPUT_SIZE])]))
     return n.data
 
 
@@ -128,13 +144,16 @@ def deploy_input(n, batch_size=1):
 # Losses
 # ---------------------------------------------------------------------------------------
 
+
 def seg_loss(n, score, weight):
     """`loss_seg`: softmax cross-entropy (paper's LS, L310-313), 255 ignored, normalised
     as `config.SEG_LOSS_NORMALIZATION` says, loss_weight `weight` (alpha)."""
     n.loss_seg = L.SoftmaxWithLoss(
-        score, n.label, loss_weight=weight,
-        loss_param=dict(ignore_label=config.IGNORE_LABEL,
-                        normalization=getattr(P.Loss, config.SEG_LOSS_NORMALIZATION)))
+        score,
+        n.label,
+        loss_weight=weight,
+        loss_param=dict(ignore_label=config.IGNORE_LABEL, normalization=getattr(P.Loss, config.SEG_LOSS_NORMALIZATION)),
+    )
 
 
 def valid_mask(n, name, gt):
@@ -154,26 +173,23 @@ def depth_losses(n, head, pred, gt, abs_loss=True):
         n['%s_masked' % head] = L.Eltwise(pred, mask, operation=P.Eltwise.PROD)
         masked = n['%s_masked' % head]
     if abs_loss:
-        n['loss_%s_abs' % head] = L.EuclideanLoss(
-            masked, gt, loss_weight=1.0 / config.DEPTH_LOSS_UNIT_M ** 2)
+        n['loss_%s_abs' % head] = L.EuclideanLoss(masked, gt, loss_weight=1.0 / config.DEPTH_LOSS_UNIT_M**2)
     n['%s_mvn' % head] = L.MVN(masked)
     n['%s_gt_mvn' % head] = L.MVN(gt)
-    n['loss_%s_mvn' % head] = L.EuclideanLoss(n['%s_mvn' % head],
-                                              n['%s_gt_mvn' % head], loss_weight=1)
+    n['loss_%s_mvn' % head] = L.EuclideanLoss(n['%s_mvn' % head], n['%s_gt_mvn' % head], loss_weight=1)
 
 
 def gradient_loss(n, head, pred, gt):
     """DepthNet's gradient loss: Euclidean between MVN(pred) and MVN(Prewitt(gt)),
     over pixels whose whole 3 x 3 Prewitt window holds valid depth."""
     n[PREWITT_PREFIX + head] = L.Convolution(
-        gt, param=FIXED, convolution_param=dict(
-            num_output=2, kernel_size=3, pad=1, bias_term=False, weight_filler=ZERO))
+        gt, param=FIXED, convolution_param=dict(num_output=2, kernel_size=3, pad=1, bias_term=False, weight_filler=ZERO)
+    )
     target = n[PREWITT_PREFIX + head]
     valid = valid_mask(n, '%s_valid' % head, gt)
     # erode: keep pixels whose 3 x 3 window is all valid and inside the map (Caffe's
     # average pooling counts the zero padding in the window size)
-    n['%s_valid_frac' % head] = L.Pooling(valid, pool=P.Pooling.AVE, kernel_size=3,
-                                          stride=1, pad=1)
+    n['%s_valid_frac' % head] = L.Pooling(valid, pool=P.Pooling.AVE, kernel_size=3, stride=1, pad=1)
     n['%s_valid_ero' % head] = L.Threshold(n['%s_valid_frac' % head], threshold=0.99)
     n['%s_valid2' % head] = L.Tile(n['%s_valid_ero' % head], axis=1, tiles=2)
     mask = n['%s_valid2' % head]
@@ -181,8 +197,7 @@ def gradient_loss(n, head, pred, gt):
     n['%s_gt_masked' % head] = L.Eltwise(target, mask, operation=P.Eltwise.PROD)
     n['%s_mvn' % head] = L.MVN(n['%s_masked' % head])
     n['%s_gt_mvn' % head] = L.MVN(n['%s_gt_masked' % head])
-    n['loss_%s_mvn' % head] = L.EuclideanLoss(n['%s_mvn' % head],
-                                              n['%s_gt_mvn' % head], loss_weight=1)
+    n['loss_%s_mvn' % head] = L.EuclideanLoss(n['%s_mvn' % head], n['%s_gt_mvn' % head], loss_weight=1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -199,8 +214,7 @@ def vgg16(n, bottom, param=LEARN):
     for g, count, nout in VGG_GROUPS:
         for i in range(1, count + 1):
             dil = 2 if g == 5 else 1
-            top = conv(n, 'conv%d_%d' % (g, i), top, nout, 3, pad=dil, dilation=dil,
-                       param=param)
+            top = conv(n, 'conv%d_%d' % (g, i), top, nout, 3, pad=dil, dilation=dil, param=param)
         top = max_pool(n, 'pool%d' % g, top, 3, 2 if g <= 3 else 1, pad=1)
     return top
 
@@ -216,8 +230,7 @@ def aspp(n, bottom, num_classes, train):
         top = conv(n, 'fc7_%d' % i, top, 1024, 1)
         if train:
             top = dropout(n, 'drop7_%d' % i, top)
-        scores.append(conv(n, 'fc8_%d' % i, top, num_classes, 1, param=SCORE,
-                           relu=False))
+        scores.append(conv(n, 'fc8_%d' % i, top, num_classes, 1, param=SCORE, relu=False))
     n.fc8 = L.Eltwise(*scores, operation=P.Eltwise.SUM)
     return n.fc8
 
@@ -226,20 +239,19 @@ def aspp(n, bottom, num_classes, train):
 # DepthNet (paper L241-268, docs/REFERENCE.md "DepthNet")
 # ---------------------------------------------------------------------------------------
 
+
 def alexnet_trunk(n, prefix, bottom, param, conv1_pad, pool5_stride):
     """AlexNet conv1-conv5, ReLU + LRN after every conv (paper L245-248; AlexNet's LRN
     after conv1-2 only with `config.LRN_EVERY_CONV` False), max pool 3x3 after conv1 and
     conv5 (L248-251). Layers `<prefix>_conv1`..`<prefix>_conv5`."""
     every = config.LRN_EVERY_CONV
-    top = conv(n, prefix + '_conv1', bottom, 96, 11, stride=4, pad=conv1_pad,
-               param=param, lrn=True)
+    top = conv(n, prefix + '_conv1', bottom, 96, 11, stride=4, pad=conv1_pad, param=param, lrn=True)
     top = max_pool(n, prefix + '_pool1', top, 3, 2, pad=1 if conv1_pad else 0)
     top = conv(n, prefix + '_conv2', top, 256, 5, pad=2, group=2, param=param, lrn=True)
     top = conv(n, prefix + '_conv3', top, 384, 3, pad=1, param=param, lrn=every)
     top = conv(n, prefix + '_conv4', top, 384, 3, pad=1, group=2, param=param, lrn=every)
     top = conv(n, prefix + '_conv5', top, 256, 3, pad=1, group=2, param=param, lrn=every)
-    return max_pool(n, prefix + '_pool5', top, 3, pool5_stride,
-                    pad=0 if pool5_stride == 2 else 1)
+    return max_pool(n, prefix + '_pool5', top, 3, pool5_stride, pad=0 if pool5_stride == 2 else 1)
 
 
 def global_net(n, bottom, train, frozen=False, random_std=None, expose=False):
@@ -252,15 +264,13 @@ def global_net(n, bottom, train, frozen=False, random_std=None, expose=False):
     param = FROZEN if frozen else LEARN
     top = alexnet_trunk(n, 'global', bottom, param, conv1_pad=0, pool5_stride=2)
     wf = gaussian(random_std) if random_std else XAVIER
-    n.global_fc6 = L.InnerProduct(top, num_output=1024, param=param,
-                                  weight_filler=wf, bias_filler=ZERO)
+    n.global_fc6 = L.InnerProduct(top, num_output=1024, param=param, weight_filler=wf, bias_filler=ZERO)
     n.relu_global_fc6 = L.ReLU(n.global_fc6, in_place=True)
     top = n.relu_global_fc6
     if train and not frozen:
         top = dropout(n, 'drop_global_fc6', top)
     s = config.SCORE_SIZE
-    n.global_fc7 = L.InnerProduct(top, num_output=s * s, param=param,
-                                  weight_filler=wf, bias_filler=ZERO)
+    n.global_fc7 = L.InnerProduct(top, num_output=s * s, param=param, weight_filler=wf, bias_filler=ZERO)
     shape = dict(dim=[0, 1, s, s])
     if expose:
         n.global_map = L.Reshape(n.global_fc7, shape=shape)
@@ -274,8 +284,9 @@ def gradient_net(n, bottom, frozen=False):
     two gradient maps (x, y): `gradient` 2 x 41 x 41."""
     param = FROZEN if frozen else LEARN
     top = alexnet_trunk(n, 'grad', bottom, param, conv1_pad=5, pool5_stride=1)
-    n.gradient = L.Convolution(top, num_output=2, kernel_size=3, pad=1, param=param,
-                               weight_filler=XAVIER, bias_filler=ZERO)
+    n.gradient = L.Convolution(
+        top, num_output=2, kernel_size=3, pad=1, param=param, weight_filler=XAVIER, bias_filler=ZERO
+    )
     return n.gradient
 
 
@@ -305,4 +316,3 @@ def concat41(n, name, tops):
         return tops[0]
     n[name] = L.Concat(*tops, axis=1)
     return n[name]
-

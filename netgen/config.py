@@ -130,12 +130,21 @@ SOLVER_TEST_INTERVAL = 2000
 #: 321 x 321 input (docs/FIDELITY.md, "Layer names"): the global net's conv1..conv5 do;
 #: its fc layers (sized for DepthNet's input) and most gradient-net layers do not.
 DEPTHNET_LAYER_MAP = {
-    'global_conv1': 'conv1', 'global_conv2': 'conv2', 'global_conv3': 'conv3',
-    'global_conv4': 'conv4', 'global_conv5': 'conv5',
-    'global_fc6': 'fc-main', 'global_fc7': 'fc-depth',
-    'grad_conv1': 'conv1-grad', 'grad_conv2': 'conv2-grad', 'grad_conv3': 'conv3-grad',
-    'grad_conv4': 'conv4-grad', 'gradient': 'conv5-grad',
-    'refine_conv1': 'conv1-refine', 'refine_conv2': 'conv2-refine',
-    'refine_conv3': 'conv3-refine', 'refine_conv4': 'conv4-refine',
+    'global_conv1': 'conv1',
+    'global_conv2': 'conv2',
+    'global_conv3': 'conv3',
+    'global_conv4': 'conv4',
+    'global_conv5': 'conv5',
+    'global_fc6': 'fc-main',
+    'global_fc7': 'fc-depth',
+    'grad_conv1': 'conv1-grad',
+    'grad_conv2': 'conv2-grad',
+    'grad_conv3': 'conv3-grad',
+    'grad_conv4': 'conv4-grad',
+    'gradient': 'conv5-grad',
+    'refine_conv1': 'conv1-refine',
+    'refine_conv2': 'conv2-refine',
+    'refine_conv3': 'conv3-refine',
+    'refine_conv4': 'conv4-refine',
     'refine_conv5': 'conv5-refine',
 }

@@ -14,6 +14,7 @@ must be one of
 
 Any other `fixed_` layer is an error, so a new fixed layer cannot be left at its filler.
 """
+
 import numpy as np
 
 BILINEAR_1D = np.array([0.5, 1.0, 0.5], dtype=np.float32)
@@ -41,22 +42,25 @@ def fill_fixed_weights(net):
         if not name.startswith(PREFIX):
             continue
         blobs = layer.blobs
-        _check(len(blobs) == 1, name, 'expected one weight blob and no bias, got %d '
-               'blobs' % len(blobs))
+        _check(len(blobs) == 1, name, 'expected one weight blob and no bias, got %d blobs' % len(blobs))
         w = blobs[0].data
         if name.startswith(UP2_PREFIX):
             _check(layer.type == 'Deconvolution', name, 'must be a Deconvolution')
-            _check(w.ndim == 4 and w.shape[1:] == (1, 3, 3), name,
-                   'weights must be C x 1 x 3 x 3 (group = C), got %s' % (w.shape,))
+            _check(
+                w.ndim == 4 and w.shape[1:] == (1, 3, 3),
+                name,
+                'weights must be C x 1 x 3 x 3 (group = C), got %s' % (w.shape,),
+            )
             w[...] = BILINEAR_K3
         elif name.startswith(PREWITT_PREFIX):
             _check(layer.type == 'Convolution', name, 'must be a Convolution')
-            _check(w.shape == (2, 1, 3, 3), name,
-                   'weights must be 2 x 1 x 3 x 3, got %s' % (w.shape,))
+            _check(w.shape == (2, 1, 3, 3), name, 'weights must be 2 x 1 x 3 x 3, got %s' % (w.shape,))
             w[0, 0] = PREWITT_X
             w[1, 0] = PREWITT_Y
         else:
-            raise ValueError('layer %r starts with %r but matches no known fixed kind '
-                             '(%s*, %s*)' % (name, PREFIX, UP2_PREFIX, PREWITT_PREFIX))
+            raise ValueError(
+                'layer %r starts with %r but matches no known fixed kind '
+                '(%s*, %s*)' % (name, PREFIX, UP2_PREFIX, PREWITT_PREFIX)
+            )
         filled.append(name)
     return filled

@@ -1,8 +1,10 @@
 """Paths, solvers, and writing / checking every generated file."""
+
 import collections
 import os
 
 from . import config, names
+
 # the registry of net names, re-exported: `generate.NETS`, `generate.expand` are API
 from .names import DATASETS, NAMES, NETS, STAGES, check_names, expand  # noqa: F401
 
@@ -24,24 +26,28 @@ def paths(net, dataset, root=None):
     j = (lambda *p: os.path.join(root, *p)) if root is not None else os.path.join
     deploy = j(PROTOTXT_DIR, '%s_%s' % (names.deploy_name(net), dataset), 'deploy.prototxt')
     if net in STAGES:
-        return dict(deploy=deploy, stages=collections.OrderedDict(
-                        (s, paths(s, dataset, root)) for s in names.stages(net)))
+        return dict(
+            deploy=deploy, stages=collections.OrderedDict((s, paths(s, dataset, root)) for s in names.stages(net))
+        )
     d = '%s_%s' % (net, dataset)
-    return dict(train=j(PROTOTXT_DIR, d, 'train.prototxt'),
-                test=j(PROTOTXT_DIR, d, 'test.prototxt'),
-                deploy=deploy,
-                solver=j(SOLVER_DIR, d + '.prototxt'))
+    return dict(
+        train=j(PROTOTXT_DIR, d, 'train.prototxt'),
+        test=j(PROTOTXT_DIR, d, 'test.prototxt'),
+        deploy=deploy,
+        solver=j(SOLVER_DIR, d + '.prototxt'),
+    )
 
 
 def solver(net, dataset, baseline_recipe=None):
     """SolverParameter of `net` (a trainable net: A1, A2, DeepLab-ASPP or a stage).
     baseline_recipe: 'hybrid' or 'parent' (default `config.BASELINE_RECIPE`; see
     `netgen.nets.recipe`)."""
-    from caffe.proto import caffe_pb2
-    from .nets import SPECS, recipe
+    from caffe.proto import caffe_pb2  # noqa: PLC0415
+
+    from .nets import SPECS, recipe  # noqa: PLC0415
+
     if net not in SPECS:
-        raise ValueError('no solver for %r; nets with a solver: %s' % (
-            net, ', '.join(SPECS)))
+        raise ValueError('no solver for %r; nets with a solver: %s' % (net, ', '.join(SPECS)))
     p = paths(net, dataset)
     r = recipe(net, baseline_recipe).solver
     s = caffe_pb2.SolverParameter()
@@ -71,7 +77,8 @@ def net_text(proto):
 def generated_texts(nets=NETS, datasets=DATASETS):
     """OrderedDict: relative path -> text, for every prototxt and solver file
     (`depthnet_refine`'s deploy path is DepthNet's joint deploy net)."""
-    from .nets import build
+    from .nets import build  # noqa: PLC0415
+
     out = collections.OrderedDict()
     for dataset in datasets:
         for net in expand(nets):
@@ -84,44 +91,57 @@ def generated_texts(nets=NETS, datasets=DATASETS):
 
 def readme_text():
     """docs/nets/README.md: diagrams, deploy outputs and parameter counts."""
-    from . import shapes
-    from .nets import SPECS, build
-    lines = ['# Generated nets', '',
-             'Written by `python -m netgen` (do not edit; `netgen/generate.py`). Files: '
-             '`prototxt/<net>_<dataset>/{train,test,deploy}.prototxt`, '
-             '`solvers/<net>_<dataset>.prototxt`; DepthNet trains in three stages and '
-             'its joint deploy net is `prototxt/depthnet_<dataset>/deploy.prototxt`. '
-             'Diagrams: the Cityscapes train nets (and the joint DepthNet deploy net).', '',
-             '| net | what | diagram |', '| --- | --- | --- |']
+    from . import shapes  # noqa: PLC0415
+    from .nets import SPECS, build  # noqa: PLC0415
+
+    lines = [
+        '# Generated nets',
+        '',
+        'Written by `python -m netgen` (do not edit; `netgen/generate.py`). Files: '
+        '`prototxt/<net>_<dataset>/{train,test,deploy}.prototxt`, '
+        '`solvers/<net>_<dataset>.prototxt`; DepthNet trains in three stages and '
+        'its joint deploy net is `prototxt/depthnet_<dataset>/deploy.prototxt`. '
+        'Diagrams: the Cityscapes train nets (and the joint DepthNet deploy net).',
+        '',
+        '| net | what | diagram |',
+        '| --- | --- | --- |',
+    ]
     for name, spec in SPECS.items():
         lines.append('| `%s` | %s | [%s.png](%s.png) |' % (name, spec.doc, name, name))
     for alias, doc in names.JOINT_DOC.items():
         lines.append('| `%s` | %s | [%s.png](%s.png) |' % (alias, doc, alias, alias))
-    lines += ['', '## Deploy outputs (batch 1)', '', '| net | dataset | outputs |',
-              '| --- | --- | --- |']
+    lines += ['', '## Deploy outputs (batch 1)', '', '| net | dataset | outputs |', '| --- | --- | --- |']
     for net in names.DEPLOY_NETS:
         spec = SPECS[names.deploy_spec_name(net)]
         for dataset in DATASETS:
             blobs = shapes.infer(build(net, dataset, 'deploy'))[0]
-            lines.append('| `%s` | %s | %s |' % (net, dataset, ', '.join(
-                '`%s` %s' % (o, ' x '.join(map(str, blobs[o]))) for o in spec.outputs)))
+            lines.append(
+                '| `%s` | %s | %s |'
+                % (net, dataset, ', '.join('`%s` %s' % (o, ' x '.join(map(str, blobs[o]))) for o in spec.outputs))
+            )
             if not spec.seg:
-                break   # depth-only nets do not depend on the dataset
-    lines += ['', '## Parameters', '',
-              'Counted from the generated protos (`netgen/shapes.py`, checked against '
-              'Caffe by `tests/test_netgen_nets.py`). "trainable": lr_mult > 0 in the '
-              'train net; the rest are fixed layers (`fixed_*`) or, in '
-              '`depthnet_refine`, the frozen global and gradient nets.', '',
-              '| net | dataset (K) | parameters | trainable |', '| --- | --- | ---: | ---: |']
+                break  # depth-only nets do not depend on the dataset
+    lines += [
+        '',
+        '## Parameters',
+        '',
+        'Counted from the generated protos (`netgen/shapes.py`, checked against '
+        'Caffe by `tests/test_netgen_nets.py`). "trainable": lr_mult > 0 in the '
+        'train net; the rest are fixed layers (`fixed_*`) or, in '
+        '`depthnet_refine`, the frozen global and gradient nets.',
+        '',
+        '| net | dataset (K) | parameters | trainable |',
+        '| --- | --- | ---: | ---: |',
+    ]
     for net, spec in SPECS.items():
         for dataset in DATASETS:
             total, trainable = shapes.count_params(build(net, dataset, 'train'))
-            lines.append('| `%s` | %s (%d) | %s | %s |' % (
-                net, dataset, config.NUM_CLASSES[dataset], format(total, ','),
-                format(trainable, ',')))
+            lines.append(
+                '| `%s` | %s (%d) | %s | %s |'
+                % (net, dataset, config.NUM_CLASSES[dataset], format(total, ','), format(trainable, ','))
+            )
             if not spec.seg:
-                lines[-1] = lines[-1].replace('%s (%d)' % (
-                    dataset, config.NUM_CLASSES[dataset]), 'any')
+                lines[-1] = lines[-1].replace('%s (%d)' % (dataset, config.NUM_CLASSES[dataset]), 'any')
                 break
     return '\n'.join(lines) + '\n'
 
@@ -135,7 +155,8 @@ def all_texts(nets=NETS, datasets=DATASETS):
 
 def diagram_sources():
     """OrderedDict: docs/nets/<name>.png -> NetParameter drawn there."""
-    from .nets import SPECS, build
+    from .nets import SPECS, build  # noqa: PLC0415
+
     out = collections.OrderedDict()
     for name in SPECS:
         out[os.path.join(DOCS_DIR, name + '.png')] = build(name, 'cityscapes', 'train')
@@ -147,7 +168,8 @@ def diagram_sources():
 def draw(png, proto):
     """Render `proto` with caffe.draw (pydot + graphviz `dot`) into `png`; the file is
     rewritten only when the image changed. Returns True if it was written."""
-    import caffe.draw
+    import caffe.draw  # noqa: PLC0415
+
     data = caffe.draw.draw_net(proto, 'TB', ext='png')
     if os.path.exists(png):
         with open(png, 'rb') as f:
@@ -160,8 +182,7 @@ def draw(png, proto):
 
 def _selected_pngs(nets):
     drawn = set(expand(nets)) | {n for n in nets if n in names.JOINT_DEPLOY}
-    return [p for p in diagram_sources()
-            if os.path.splitext(os.path.basename(p))[0] in drawn]
+    return [p for p in diagram_sources() if os.path.splitext(os.path.basename(p))[0] in drawn]
 
 
 def write_all(root='.', nets=NETS, datasets=DATASETS, diagrams=True, log=None):

@@ -6,6 +6,7 @@ order; for deployment it means the refine stage's deploy net (`deploy_spec_name`
 refining net gives the output (L267-268) and which holds the frozen global and gradient
 nets: DepthNet's joint deploy net. Every other net is its own single stage.
 """
+
 from . import config
 
 #: The nets users name (docs/DESIGN.md, `--net`).
@@ -64,9 +65,7 @@ def check_names(nets=(), datasets=()):
     """Raise ValueError naming the valid choices if any name is unknown."""
     bad = [n for n in nets if n not in NAMES]
     if bad:
-        raise ValueError('unknown net %s; valid nets: %s' % (
-            ', '.join(map(repr, bad)), ', '.join(NAMES)))
+        raise ValueError('unknown net %s; valid nets: %s' % (', '.join(map(repr, bad)), ', '.join(NAMES)))
     bad = [d for d in datasets if d not in DATASETS]
     if bad:
-        raise ValueError('unknown dataset %s; valid datasets: %s' % (
-            ', '.join(map(repr, bad)), ', '.join(DATASETS)))
+        raise ValueError('unknown dataset %s; valid datasets: %s' % (', '.join(map(repr, bad)), ', '.join(DATASETS)))

@@ -4,6 +4,7 @@ A1, A2 and DeepLab-ASPP are single nets; DepthNet is trained in three stages
 (`depthnet_global`, `depthnet_gradient`, `depthnet_refine`, paper L183-188), and its
 joint deploy net is the refine stage's deploy net (`netgen.names` knows these names).
 """
+
 import collections
 import dataclasses
 from typing import Callable, Optional
@@ -22,6 +23,7 @@ SEG_PROB, DEPTH, DEPTH_GLOBAL, GRADIENT = 'seg_prob', 'depth', 'depth_global', '
 class Solver:
     """The SolverParameter fields a recipe sets (`generate.solver`); lr_policy 'poly'
     gets power 0.9 (DeepLab's)."""
+
     base_lr: float
     lr_policy: str
     max_iter: int
@@ -34,6 +36,7 @@ class Solver:
 class Recipe:
     """A training recipe: solver, train batch size, loss_weight of `loss_seg` (None: the
     net has no segmentation loss)."""
+
     solver: Solver
     batch: int
     seg_weight: Optional[float]
@@ -45,6 +48,7 @@ class Loss:
     `gt`. kind 'seg': `loss_seg` (paper's LS, L310-313; `gt` is `label`); 'depth':
     `loss_<head>_abs` and `loss_<head>_mvn` (LDabs, LDmvn, L314-321); 'gradient':
     DepthNet's `loss_<head>_mvn` on Prewitt targets (its gradient net, L258-259)."""
+
     kind: str
     head: str
     pred: str
@@ -71,6 +75,7 @@ class Spec:
     outputs: its deploy net's outputs; parent: the single-task parent's own recipe
     (baselines only; None for A1, A2), used when `config.BASELINE_RECIPE` is 'parent';
     otherwise every net trains with the hybrid recipe (`recipe`)."""
+
     name: str
     body: Callable
     seg: bool
@@ -93,8 +98,7 @@ def vgg_context(n):
     """The VGG blob the refining net reads in A1 and A2 (`config.REFINE_VGG_BLOB`)."""
     name = config.REFINE_VGG_BLOB
     if name not in VGG_41:
-        raise ValueError('REFINE_VGG_BLOB must be one of %s, not %r' % (
-            ', '.join(VGG_41), name))
+        raise ValueError('REFINE_VGG_BLOB must be one of %s, not %r' % (', '.join(VGG_41), name))
     return n[name]
 
 
@@ -131,8 +135,9 @@ def _refine(n, num_classes, phase):
 
 #: The hybrid nets' configuration (paper L305-309): 100K iterations, lr 2.5e-6, poly
 #: (power 0.9: DeepLab's), momentum 0.9, weight decay 0.005, batch 7; alpha = 1000.
-HYBRID_SOLVER = Solver(base_lr=2.5e-6, lr_policy='poly', max_iter=100000, momentum=0.9,
-                       weight_decay=0.005, snapshot=10000)
+HYBRID_SOLVER = Solver(
+    base_lr=2.5e-6, lr_policy='poly', max_iter=100000, momentum=0.9, weight_decay=0.005, snapshot=10000
+)
 HYBRID_BATCH = 7
 
 #: The loss terms (paper L310-325): segmentation, refined depth, global depth, gradient.
@@ -143,46 +148,94 @@ GRADIENT_LOSS = Loss(kind='gradient', head='gradient', pred=GRADIENT, gt='depth_
 
 
 #: Every trainable net, in `names.TRAINABLE` order.
-SPECS = collections.OrderedDict((s.name, s) for s in [
-    Spec(name='a1', body=_a1, seg=True, losses=(SEG_LOSS, DEPTH_LOSS),
-         outputs=(SEG_PROB, DEPTH), parent=None,
-         doc=('HybridNet A1: shared VGG16; ASPP decodes segmentation, the refining '
-              'net depth')),
-    Spec(name='a2', body=_a2, seg=True, losses=(SEG_LOSS, DEPTH_LOSS),
-         outputs=(SEG_PROB, DEPTH, DEPTH_GLOBAL), parent=None,
-         doc=('HybridNet A2: shared VGG16 replaces the gradient net; global net for '
-              'depth only')),
-    Spec(name='deeplab_aspp', body=_deeplab, seg=True, losses=(SEG_LOSS,),
-         outputs=(SEG_PROB,),
-         parent=Recipe(solver=Solver(base_lr=1e-3, lr_policy='poly', max_iter=20000,
-                                     momentum=0.9, weight_decay=5e-4, snapshot=2000),
-                       batch=10, seg_weight=1.0),
-         doc='DeepLab-v2 VGG16 ASPP-L (the segmentation baseline)'),
-    Spec(name='depthnet_global', body=_global, seg=False, losses=(GLOBAL_LOSS,),
-         outputs=(DEPTH_GLOBAL,),
-         parent=Recipe(solver=Solver(base_lr=5e-4, lr_policy='fixed', max_iter=100000,
-                                     momentum=0.9, weight_decay=0.005, snapshot=10000),
-                       batch=32, seg_weight=None),
-         doc='DepthNet stage 1: global depth net'),
-    Spec(name='depthnet_gradient', body=_gradient, seg=False, losses=(GRADIENT_LOSS,),
-         outputs=(GRADIENT,),
-         parent=Recipe(solver=Solver(base_lr=2.5e-4, lr_policy='fixed', max_iter=100000,
-                                     momentum=0.9, weight_decay=0.005, snapshot=10000),
-                       batch=32, seg_weight=None),
-         doc='DepthNet stage 2: gradient net'),
-    Spec(name='depthnet_refine', body=_refine, seg=False, losses=(DEPTH_LOSS,),
-         outputs=(DEPTH, DEPTH_GLOBAL),
-         parent=Recipe(solver=Solver(base_lr=2.5e-5, lr_policy='fixed', max_iter=100000,
-                                     momentum=0.9, weight_decay=0.005, snapshot=10000),
-                       batch=16, seg_weight=None),
-         doc='DepthNet stage 3: refining net on the frozen global and gradient nets'),
-])
+SPECS = collections.OrderedDict(
+    (s.name, s)
+    for s in [
+        Spec(
+            name='a1',
+            body=_a1,
+            seg=True,
+            losses=(SEG_LOSS, DEPTH_LOSS),
+            outputs=(SEG_PROB, DEPTH),
+            parent=None,
+            doc=('HybridNet A1: shared VGG16; ASPP decodes segmentation, the refining net depth'),
+        ),
+        Spec(
+            name='a2',
+            body=_a2,
+            seg=True,
+            losses=(SEG_LOSS, DEPTH_LOSS),
+            outputs=(SEG_PROB, DEPTH, DEPTH_GLOBAL),
+            parent=None,
+            doc=('HybridNet A2: shared VGG16 replaces the gradient net; global net for depth only'),
+        ),
+        Spec(
+            name='deeplab_aspp',
+            body=_deeplab,
+            seg=True,
+            losses=(SEG_LOSS,),
+            outputs=(SEG_PROB,),
+            parent=Recipe(
+                solver=Solver(
+                    base_lr=1e-3, lr_policy='poly', max_iter=20000, momentum=0.9, weight_decay=5e-4, snapshot=2000
+                ),
+                batch=10,
+                seg_weight=1.0,
+            ),
+            doc='DeepLab-v2 VGG16 ASPP-L (the segmentation baseline)',
+        ),
+        Spec(
+            name='depthnet_global',
+            body=_global,
+            seg=False,
+            losses=(GLOBAL_LOSS,),
+            outputs=(DEPTH_GLOBAL,),
+            parent=Recipe(
+                solver=Solver(
+                    base_lr=5e-4, lr_policy='fixed', max_iter=100000, momentum=0.9, weight_decay=0.005, snapshot=10000
+                ),
+                batch=32,
+                seg_weight=None,
+            ),
+            doc='DepthNet stage 1: global depth net',
+        ),
+        Spec(
+            name='depthnet_gradient',
+            body=_gradient,
+            seg=False,
+            losses=(GRADIENT_LOSS,),
+            outputs=(GRADIENT,),
+            parent=Recipe(
+                solver=Solver(
+                    base_lr=2.5e-4, lr_policy='fixed', max_iter=100000, momentum=0.9, weight_decay=0.005, snapshot=10000
+                ),
+                batch=32,
+                seg_weight=None,
+            ),
+            doc='DepthNet stage 2: gradient net',
+        ),
+        Spec(
+            name='depthnet_refine',
+            body=_refine,
+            seg=False,
+            losses=(DEPTH_LOSS,),
+            outputs=(DEPTH, DEPTH_GLOBAL),
+            parent=Recipe(
+                solver=Solver(
+                    base_lr=2.5e-5, lr_policy='fixed', max_iter=100000, momentum=0.9, weight_decay=0.005, snapshot=10000
+                ),
+                batch=16,
+                seg_weight=None,
+            ),
+            doc='DepthNet stage 3: refining net on the frozen global and gradient nets',
+        ),
+    ]
+)
 
 
 def check_recipe(name):
     if name not in config.BASELINE_RECIPES:
-        raise ValueError('unknown baseline recipe %r; valid: %s' % (
-            name, ', '.join(config.BASELINE_RECIPES)))
+        raise ValueError('unknown baseline recipe %r; valid: %s' % (name, ', '.join(config.BASELINE_RECIPES)))
     return name
 
 
@@ -194,8 +247,7 @@ def recipe(net, baseline_recipe=None):
     which = check_recipe(baseline_recipe or config.BASELINE_RECIPE)
     if which == 'parent' and spec.parent is not None:
         return spec.parent
-    return Recipe(solver=HYBRID_SOLVER, batch=HYBRID_BATCH,
-                  seg_weight=config.SEG_LOSS_WEIGHT if spec.seg else None)
+    return Recipe(solver=HYBRID_SOLVER, batch=HYBRID_BATCH, seg_weight=config.SEG_LOSS_WEIGHT if spec.seg else None)
 
 
 def losses(spec):
@@ -222,8 +274,9 @@ def apply_lr_mult_overrides(proto):
         if mults is None:
             continue
         if len(mults) != len(layer.param):
-            raise ValueError('LR_MULT_OVERRIDES[%r]: %d values for %d param blobs' % (
-                layer.name, len(mults), len(layer.param)))
+            raise ValueError(
+                'LR_MULT_OVERRIDES[%r]: %d values for %d param blobs' % (layer.name, len(mults), len(layer.param))
+            )
         for p, m in zip(layer.param, mults):
             p.lr_mult = m
 
@@ -233,12 +286,16 @@ def spec_for(net, phase):
     deploy net, that of the stage `names.deploy_spec_name` names."""
     if net in names.STAGES:
         if phase != 'deploy':
-            raise ValueError('%r has only a joint deploy net; train/test nets are per '
-                             'stage: %s' % (net, ', '.join(names.STAGES[net])))
+            raise ValueError(
+                '%r has only a joint deploy net; train/test nets are per '
+                'stage: %s' % (net, ', '.join(names.STAGES[net]))
+            )
         net = names.deploy_spec_name(net)
     if net not in SPECS:
-        raise ValueError('unknown net %r; valid: %s, %s' % (net, ', '.join(SPECS), ', '.join(
-            '%s (deploy)' % a for a in names.JOINT_DEPLOY)))
+        raise ValueError(
+            'unknown net %r; valid: %s, %s'
+            % (net, ', '.join(SPECS), ', '.join('%s (deploy)' % a for a in names.JOINT_DEPLOY))
+        )
     if phase not in PHASES:
         raise ValueError('phase must be one of %s, not %r' % (PHASES, phase))
     return SPECS[net]
@@ -275,9 +332,16 @@ def build(net, dataset, phase, data_layer='python', batch_size=None, baseline_re
     if phase == 'deploy':
         B.deploy_input(n, batch_size)
     else:
-        B.data_layer(n, data_layer, source(dataset, phase), batch_size, train,
-                     config.SCORE_SIZE if spec.seg else None,
-                     [s for _, s in gt], [t for t, _ in gt])
+        B.data_layer(
+            n,
+            data_layer,
+            source(dataset, phase),
+            batch_size,
+            train,
+            config.SCORE_SIZE if spec.seg else None,
+            [s for _, s in gt],
+            [t for t, _ in gt],
+        )
     spec.body(n, num_classes, phase)
     if phase == 'deploy':
         if spec.seg:
@@ -286,6 +350,5 @@ def build(net, dataset, phase, data_layer='python', batch_size=None, baseline_re
         add_losses(n, terms, rec.seg_weight)
     proto = n.to_proto()
     apply_lr_mult_overrides(proto)
-    proto.name = '%s_%s_%s' % (names.deploy_name(spec.name) if phase == 'deploy'
-                               else spec.name, dataset, phase)
+    proto.name = '%s_%s_%s' % (names.deploy_name(spec.name) if phase == 'deploy' else spec.name, dataset, phase)
     return proto

@@ -5,6 +5,7 @@ The tests compare it blob by blob with the shapes Caffe computes, so the tables 
 `python -m netgen` writes into docs/nets/README.md can be regenerated (and checked by
 `python -m netgen --check`) in well under a second.
 """
+
 import json
 import math
 
@@ -71,8 +72,9 @@ def _top_shapes(layer, bottoms):
         cp = layer.convolution_param
         k, s, p, d = _conv_geometry(cp)
         ek = d * (k - 1) + 1
-        size = [((h + 2 * p - ek) // s + 1) if t == 'Convolution' else (s * (h - 1) + ek - 2 * p)
-                for h in bottoms[0][2:]]
+        size = [
+            ((h + 2 * p - ek) // s + 1) if t == 'Convolution' else (s * (h - 1) + ek - 2 * p) for h in bottoms[0][2:]
+        ]
         return [[bottoms[0][0], cp.num_output] + size]
     if t == 'Pooling':
         pp = layer.pooling_param
@@ -80,7 +82,7 @@ def _top_shapes(layer, bottoms):
         size = []
         for h in bottoms[0][2:]:
             o = int(math.ceil((h + 2 * p - k) / float(s))) + 1
-            if p and (o - 1) * s >= h + p:   # Caffe: the last window must start inside
+            if p and (o - 1) * s >= h + p:  # Caffe: the last window must start inside
                 o -= 1
             size.append(o)
         return [list(bottoms[0][:2]) + size]
@@ -95,14 +97,12 @@ def infer(net_param):
         bottoms = [blobs[b] for b in layer.bottom]
         tops = _top_shapes(layer, bottoms)
         if len(tops) != len(layer.top):
-            raise ValueError('%s: %d tops, %d shapes' % (layer.name, len(layer.top),
-                                                          len(tops)))
+            raise ValueError('%s: %d tops, %d shapes' % (layer.name, len(layer.top), len(tops)))
         for name, shape in zip(layer.top, tops):
             blobs[name] = shape
         shapes = _param_blobs(layer, bottoms, tops[0])
         if shapes:
-            mults = [layer.param[i].lr_mult if i < len(layer.param) else 1.0
-                     for i in range(len(shapes))]
+            mults = [layer.param[i].lr_mult if i < len(layer.param) else 1.0 for i in range(len(shapes))]
             params[layer.name] = (shapes, mults)
     return blobs, params
 

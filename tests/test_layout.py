@@ -1,8 +1,10 @@
 """The repository's layout rules (docs/DESIGN.md): no import cycle between the modules of
 netgen, data_prep, tools and bench (imports at module level and inside functions alike), thin
 command lines at the top of tools/, no function over 60 lines, bench run as modules."""
+
 import ast
 import os
+import subprocess
 
 import pytest
 
@@ -22,7 +24,7 @@ def modules(root=ROOT, packages=PACKAGES):
                 if name.endswith('.py'):
                     path = os.path.join(folder, name)
                     dotted = os.path.relpath(path, root)[:-3].replace(os.sep, '.')
-                    found[dotted[:-len('.__init__')] if dotted.endswith('.__init__') else dotted] = path
+                    found[dotted[: -len('.__init__')] if dotted.endswith('.__init__') else dotted] = path
     return found
 
 
@@ -35,11 +37,12 @@ def _resolve(module, node, known):
         if node.level:
             parts = module.split('.')
             is_package = module in known and known[module].endswith('__init__.py')
-            anchor = parts[:len(parts) - node.level + (1 if is_package else 0)]
+            anchor = parts[: len(parts) - node.level + (1 if is_package else 0)]
             base = '.'.join(anchor + ([base] if base else []))
         # `from pkg import mod` imports pkg.mod; `from pkg import name` imports pkg
-        names = ['%s.%s' % (base, alias.name) if '%s.%s' % (base, alias.name) in known else base
-                 for alias in node.names]
+        names = [
+            '%s.%s' % (base, alias.name) if '%s.%s' % (base, alias.name) in known else base for alias in node.names
+        ]
     out = set()
     for name in names:
         while name and name not in known:
@@ -78,7 +81,7 @@ def find_cycle(graph):
                 path.pop()
                 state[node] = 2
             elif state.get(child) == 1:
-                return path[path.index(child):] + [child]
+                return path[path.index(child) :] + [child]
             elif not state.get(child):
                 state[child] = 1
                 path.append(child)
@@ -143,3 +146,11 @@ def test_data_prep_does_not_import_tools_or_netgen():
     for module, imports in graph.items():
         if module.startswith('data_prep'):
             assert not {i for i in imports if i.split('.')[0] in ('tools', 'netgen', 'bench')}, module
+
+
+def test_ruff_finds_nothing_to_lint_or_format():
+    """pyproject.toml's ruff configuration, applied to the whole tree."""
+    ruff = os.path.join(ROOT, '.venv', 'bin', 'ruff')
+    for command in ([ruff, 'check', '--no-cache', '.'], [ruff, 'format', '--check', '--no-cache', '.']):
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr

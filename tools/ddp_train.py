@@ -18,11 +18,11 @@ through Caffe (tools/train) or plugs `data_prep.batches.CropSampler` in as `batc
 Without torchrun's environment (RANK, WORLD_SIZE, ...) it starts a group of one on
 127.0.0.1, so DDP itself still runs.
 """
+
 import argparse
 import json
 import os
 import socket
-import sys
 import time
 
 import torch
@@ -30,7 +30,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from netgen.config import DEPTH_LOSS_UNIT_M as DEPTH_UNIT_M, IGNORE_LABEL as IGNORE, SEG_LOSS_WEIGHT as SEG_ALPHA
+from netgen.config import DEPTH_LOSS_UNIT_M as DEPTH_UNIT_M
+from netgen.config import IGNORE_LABEL as IGNORE
+from netgen.config import SEG_LOSS_WEIGHT as SEG_ALPHA
 from tools.core.protos import layer_blobs, read_caffemodel, read_net
 from tools.porting.torch_net import CaffeNet, module_key
 
@@ -45,20 +47,20 @@ def init_distributed(device):
     """(rank, world_size, local_rank, backend); a group of one without torchrun's env."""
     backend = 'nccl' if device == 'cuda' else 'gloo'
     if 'RANK' not in os.environ:
-        os.environ.update(RANK='0', WORLD_SIZE='1', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1',
-                          MASTER_PORT=str(_free_port()))
+        os.environ.update(
+            RANK='0', WORLD_SIZE='1', LOCAL_RANK='0', MASTER_ADDR='127.0.0.1', MASTER_PORT=str(_free_port())
+        )
     dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', 0)), backend
 
 
 def build_net(net_path, batch, weights=None):
     net_param = read_net(net_path)
-    for layer in net_param.layer:       # the deploy net's batch -> --batch
+    for layer in net_param.layer:  # the deploy net's batch -> --batch
         if layer.type == 'Input':
             for shape in layer.input_param.shape:
                 shape.dim[0] = batch
-    frozen = {module_key(l.name) for l in net_param.layer
-              if len(l.param) and all(p.lr_mult == 0 for p in l.param)}
+    frozen = {module_key(l.name) for l in net_param.layer if len(l.param) and all(p.lr_mult == 0 for p in l.param)}
     net = CaffeNet(net_param)
     if weights:
         net.load_caffe_blobs(layer_blobs(read_caffemodel(weights)))
@@ -139,7 +141,7 @@ def train(args):
         torch.backends.cudnn.allow_tf32 = args.tf32
     else:
         dev = torch.device('cpu')
-    torch.manual_seed(args.seed)           # same initial weights in every process
+    torch.manual_seed(args.seed)  # same initial weights in every process
     net = build_net(args.net, args.batch, args.weights).to(dev)
     extra = ('fc8',) if 'fc8' in net.blob_shapes and 'fc8' not in net.output_names else ()
     model = DDP(net, device_ids=[local_rank] if device == 'cuda' else None)
@@ -164,11 +166,21 @@ def train(args):
         dist.all_reduce(avg)
         losses.append(float(avg) / world)
         if rank == 0:
-            print('step %d loss %.6g (%s) %.1f ms' % (step, losses[-1], ', '.join(
-                '%s %.4g' % kv for kv in sorted(terms.items())), times[-1]), flush=True)
-    result = dict(world_size=world, backend=backend, device=str(dev), batch_per_process=args.batch,
-                  steps=args.steps, losses=losses, ms_per_step=times,
-                  trainable_params=sum(p.numel() for p in params))
+            print(
+                'step %d loss %.6g (%s) %.1f ms'
+                % (step, losses[-1], ', '.join('%s %.4g' % kv for kv in sorted(terms.items())), times[-1]),
+                flush=True,
+            )
+    result = dict(
+        world_size=world,
+        backend=backend,
+        device=str(dev),
+        batch_per_process=args.batch,
+        steps=args.steps,
+        losses=losses,
+        ms_per_step=times,
+        trainable_params=sum(p.numel() for p in params),
+    )
     if rank == 0:
         if args.save:
             torch.save(net.state_dict(), args.save)

@@ -20,6 +20,7 @@ evaluation resizes each image to the input instead of tiling it (one forward pas
 instead of 28). None of this is the paper's recipe: the demo shows that the pipeline runs end to
 end and that the training loss falls, not the paper's numbers.
 """
+
 import argparse
 import json
 import os
@@ -57,42 +58,112 @@ def verdict(train_dir, eval_dir):
         miou = json.load(f)['segmentation']['mIoU']
     first, last, iters = rows['loss_seg']
     falling, above = last < first, miou > 1.0 / CLASSES
-    lines = ['loss_seg %.4g -> %.4g (mean of the first and the last third of %d iterations): %s' % (
-                 first, last, iters, 'falling' if falling else 'NOT falling'),
-             'total loss %.4g -> %.4g' % rows['loss'][:2],
-             'val mIoU %.2f %% vs chance %.2f %% (1/%d): %s' % (
-                 100 * miou, 100.0 / CLASSES, CLASSES, 'above' if above else 'NOT above')]
+    lines = [
+        'loss_seg %.4g -> %.4g (mean of the first and the last third of %d iterations): %s'
+        % (first, last, iters, 'falling' if falling else 'NOT falling'),
+        'total loss %.4g -> %.4g' % rows['loss'][:2],
+        'val mIoU %.2f %% vs chance %.2f %% (1/%d): %s'
+        % (100 * miou, 100.0 / CLASSES, CLASSES, 'above' if above else 'NOT above'),
+    ]
     return lines, falling and above
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m tools.demo', description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default=DEFAULTS['out'], help='demo directory, emptied first (default %(default)s)')
-    parser.add_argument('--count', type=int, default=DEFAULTS['count'], help='sample scenes per split (default %(default)s)')
-    parser.add_argument('--iters', type=int, default=DEFAULTS['iters'], help='training iterations (default %(default)s)')
+    parser.add_argument(
+        '--count', type=int, default=DEFAULTS['count'], help='sample scenes per split (default %(default)s)'
+    )
+    parser.add_argument(
+        '--iters', type=int, default=DEFAULTS['iters'], help='training iterations (default %(default)s)'
+    )
     parser.add_argument('--lr', type=float, default=DEFAULTS['lr'], help='base learning rate (default %(default)s)')
-    parser.add_argument('--seed', type=int, default=DEFAULTS['seed'], help='sample and Caffe seed (default %(default)s)')
+    parser.add_argument(
+        '--seed', type=int, default=DEFAULTS['seed'], help='sample and Caffe seed (default %(default)s)'
+    )
     args = parser.parse_args(argv)
     out = os.path.abspath(args.out)
     sample, data = os.path.join(out, 'sample'), os.path.join(out, 'data')
     train_dir, eval_dir = os.path.join(out, 'train'), os.path.join(out, 'eval')
     shutil.rmtree(out, ignore_errors=True)
     py, timings, start = sys.executable, [], time.time()
-    step('sample data (Cityscapes layout)', [py, '-m', 'data_prep', 'sample', '--dataset', DATASET,
-                                             '--out', sample, '--count', str(args.count),
-                                             '--seed', str(args.seed)], timings)
+    step(
+        'sample data (Cityscapes layout)',
+        [
+            py,
+            '-m',
+            'data_prep',
+            'sample',
+            '--dataset',
+            DATASET,
+            '--out',
+            sample,
+            '--count',
+            str(args.count),
+            '--seed',
+            str(args.seed),
+        ],
+        timings,
+    )
     step('convert', [py, '-m', 'data_prep', DATASET, '--root', sample, '--out', data], timings)
-    step('train A2 (CPU)', [py, '-m', 'tools.train', '--net', NET, '--dataset', DATASET, '--cpu',
-                            '--data', data, '--out', train_dir, '--iters', str(args.iters),
-                            '--batch', '1', '--filler', 'msra', '--solver-type', 'Adam',
-                            '--init-classifier', str(CLASSIFIER_BATCHES),
-                            '--probe-classifier', str(CLASSIFIER_BATCHES),
-                            '--base-lr', str(args.lr),
-                            '--seed', str(args.seed), '--display', '5'], timings)
-    step('evaluate (val)', [py, '-m', 'tools.evaluate', '--net', NET, '--dataset', DATASET,
-                            '--weights', os.path.join(train_dir, 'final.caffemodel'),
-                            '--data', data, '--out', eval_dir, '--overwrite',
-                            '--mode', 'resize'], timings)
+    step(
+        'train A2 (CPU)',
+        [
+            py,
+            '-m',
+            'tools.train',
+            '--net',
+            NET,
+            '--dataset',
+            DATASET,
+            '--cpu',
+            '--data',
+            data,
+            '--out',
+            train_dir,
+            '--iters',
+            str(args.iters),
+            '--batch',
+            '1',
+            '--filler',
+            'msra',
+            '--solver-type',
+            'Adam',
+            '--init-classifier',
+            str(CLASSIFIER_BATCHES),
+            '--probe-classifier',
+            str(CLASSIFIER_BATCHES),
+            '--base-lr',
+            str(args.lr),
+            '--seed',
+            str(args.seed),
+            '--display',
+            '5',
+        ],
+        timings,
+    )
+    step(
+        'evaluate (val)',
+        [
+            py,
+            '-m',
+            'tools.evaluate',
+            '--net',
+            NET,
+            '--dataset',
+            DATASET,
+            '--weights',
+            os.path.join(train_dir, 'final.caffemodel'),
+            '--data',
+            data,
+            '--out',
+            eval_dir,
+            '--overwrite',
+            '--mode',
+            'resize',
+        ],
+        timings,
+    )
     for name in (os.path.join(train_dir, 'training.md'), os.path.join(eval_dir, 'report.md')):
         with open(name) as f:
             print('\n' + f.read())

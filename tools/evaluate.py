@@ -8,49 +8,73 @@ The evaluation itself is `tools.evaluation` (run, predictor, metrics, report, fi
 
 Exit codes: 0 done, 2 bad input, 130 interrupted (nothing half-written is left).
 """
+
 import argparse
 import sys
 from pathlib import Path
 
+import netgen
+from netgen import config
 from tools.core import run_cli
 from tools.evaluation import report
 from tools.evaluation.predictor import DEFAULT_BATCH, HEADS, RESIZE_INTERPOLATION
 from tools.evaluation.run import MODES, database_path, evaluate
-from netgen import config
-import netgen
 
 
 def parser():
-    result = argparse.ArgumentParser(prog='python -m tools.evaluate', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    result = argparse.ArgumentParser(
+        prog='python -m tools.evaluate', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     result.add_argument('--net', required=True, choices=netgen.NETS)
     result.add_argument('--dataset', required=True, choices=tuple(config.NUM_CLASSES))
     weights = result.add_mutually_exclusive_group(required=True)
     weights.add_argument('--weights', help='trained .caffemodel')
-    weights.add_argument('--random-weights', action='store_true',
-                         help="the deploy net's random init (a smoke test; marked in the report)")
+    weights.add_argument(
+        '--random-weights',
+        action='store_true',
+        help="the deploy net's random init (a smoke test; marked in the report)",
+    )
     result.add_argument('--split', help='default: val for cityscapes, test otherwise')
     data = result.add_mutually_exclusive_group()
-    data.add_argument('--data', metavar='DIR', help='the dataset\'s database root (default data/<dataset>)')
-    data.add_argument('--db', metavar='DIR', help='one split\'s database directory (instead of --data/--split)')
+    data.add_argument('--data', metavar='DIR', help="the dataset's database root (default data/<dataset>)")
+    data.add_argument('--db', metavar='DIR', help="one split's database directory (instead of --data/--split)")
     result.add_argument('--gpu', type=int, help='GPU id (a CUDA build of Caffe); default CPU')
     result.add_argument('--out', help='run directory (default runs/eval/<net>_<dataset>_<split>)')
     result.add_argument('--overwrite', action='store_true', help='replace an existing run directory')
     result.add_argument('--prototxt', help='deploy prototxt (default prototxt/<net>_<dataset>/deploy.prototxt)')
-    result.add_argument('--task', action='append', choices=tuple(HEADS),
-                        help='evaluate only this task (repeatable); default every head the net has')
-    result.add_argument('--mode', choices=MODES,
-                        help='tiles (cityscapes default, paper L349-357) or resize (default otherwise, L456-461)')
+    result.add_argument(
+        '--task',
+        action='append',
+        choices=tuple(HEADS),
+        help='evaluate only this task (repeatable); default every head the net has',
+    )
+    result.add_argument(
+        '--mode',
+        choices=MODES,
+        help='tiles (cityscapes default, paper L349-357) or resize (default otherwise, L456-461)',
+    )
     result.add_argument('--batch', type=int, default=DEFAULT_BATCH, help='tiles per forward (default %(default)s)')
-    result.add_argument('--resize-interp', choices=tuple(RESIZE_INTERPOLATION), default='area',
-                        help='image resize in resize mode (default %(default)s)')
+    result.add_argument(
+        '--resize-interp',
+        choices=tuple(RESIZE_INTERPOLATION),
+        default='area',
+        help='image resize in resize mode (default %(default)s)',
+    )
     result.add_argument('--max-depth', type=float, help='ignore ground truth deeper than this (metres)')
     result.add_argument('--limit', type=int, help='evaluate only the first N images')
     result.add_argument('--figures', type=int, default=4, help='example rows in the figures (default %(default)s)')
-    result.add_argument('--compare', action='append', default=[], metavar='RUN_DIR',
-                        help="another run's directory: its numbers and predictions go beside ours")
-    result.add_argument('--official-scorer', action='store_true',
-                        help='also run the official cityscapesscripts scorer on the written labelId PNGs')
+    result.add_argument(
+        '--compare',
+        action='append',
+        default=[],
+        metavar='RUN_DIR',
+        help="another run's directory: its numbers and predictions go beside ours",
+    )
+    result.add_argument(
+        '--official-scorer',
+        action='store_true',
+        help='also run the official cityscapesscripts scorer on the written labelId PNGs',
+    )
     result.add_argument('--quiet', action='store_true', help='no progress bar')
     return result
 
@@ -59,12 +83,27 @@ def _main(argv):
     args = parser().parse_args(argv)
     split = args.split or config.TEST_SPLIT[args.dataset]
     database = args.db or (database_path(args.dataset, split, args.data) if args.data else None)
-    results = evaluate(args.net, args.dataset, None if args.random_weights else args.weights,
-                       split, args.out, args.gpu, deploy=args.prototxt, database=database,
-                       batch_size=args.batch, mode=args.mode, tasks=args.task, limit=args.limit,
-                       num_figures=args.figures, compare=args.compare,
-                       official_scorer=args.official_scorer, resize_interpolation=args.resize_interp,
-                       max_depth=args.max_depth, overwrite=args.overwrite, progress=not args.quiet)
+    results = evaluate(
+        args.net,
+        args.dataset,
+        None if args.random_weights else args.weights,
+        split,
+        args.out,
+        args.gpu,
+        deploy=args.prototxt,
+        database=database,
+        batch_size=args.batch,
+        mode=args.mode,
+        tasks=args.task,
+        limit=args.limit,
+        num_figures=args.figures,
+        compare=args.compare,
+        official_scorer=args.official_scorer,
+        resize_interpolation=args.resize_interp,
+        max_depth=args.max_depth,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     print(report.summary(results))
     print('report: %s' % (Path(results['run_dir']) / 'report.md'))
     return 0

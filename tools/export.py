@@ -13,6 +13,7 @@ replaced. The porting itself is `tools.porting`; docs/PORTING.md is the guide.
 
 Exit codes: 0 done, 2 bad input.
 """
+
 import argparse
 import os
 import sys
@@ -20,31 +21,33 @@ import sys
 from tools.core import run_cli
 from tools.porting import export
 
-SUFFIX = {"pytorch": ".pt", "onnx": ".onnx", "npz": ".npz", "caffemodel": ".caffemodel"}
+SUFFIX = {'pytorch': '.pt', 'onnx': '.onnx', 'npz': '.npz', 'caffemodel': '.caffemodel'}
 
 
 def parser():
-    result = argparse.ArgumentParser(prog="python -m tools.export", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    result.add_argument("--net", help="a1, a2, deeplab_aspp, depthnet (or a DepthNet stage)")
-    result.add_argument("--dataset", help="cityscapes, sunrgbd or nyuv2")
-    result.add_argument("--prototxt", help="any deploy prototxt instead of --net/--dataset")
-    result.add_argument("--weights", required=True,
-                        help="a .caffemodel (to pytorch/onnx/npz) or a .pt/.npz (to caffemodel)")
-    result.add_argument("--to", required=True, choices=tuple(SUFFIX))
-    result.add_argument("--out", help="output file (default: the weights' name with the format's suffix)")
-    result.add_argument("--template", help="to caffemodel: copy this caffemodel, replacing only blob values")
-    result.add_argument("--opset", type=int, default=export.ONNX_OPSET, help="ONNX opset (default %(default)s)")
+    result = argparse.ArgumentParser(
+        prog='python -m tools.export', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    result.add_argument('--net', help='a1, a2, deeplab_aspp, depthnet (or a DepthNet stage)')
+    result.add_argument('--dataset', help='cityscapes, sunrgbd or nyuv2')
+    result.add_argument('--prototxt', help='any deploy prototxt instead of --net/--dataset')
+    result.add_argument(
+        '--weights', required=True, help='a .caffemodel (to pytorch/onnx/npz) or a .pt/.npz (to caffemodel)'
+    )
+    result.add_argument('--to', required=True, choices=tuple(SUFFIX))
+    result.add_argument('--out', help="output file (default: the weights' name with the format's suffix)")
+    result.add_argument('--template', help='to caffemodel: copy this caffemodel, replacing only blob values')
+    result.add_argument('--opset', type=int, default=export.ONNX_OPSET, help='ONNX opset (default %(default)s)')
     return result
 
 
 def _check(cli, args):
     if args.prototxt is None and (args.net is None or args.dataset is None):
-        cli.error("give --net and --dataset, or --prototxt")
-    if args.weights.endswith(".caffemodel") == (args.to == "caffemodel"):
-        cli.error("--to caffemodel takes .pt/.npz weights; the other formats take a .caffemodel")
-    if args.template and args.to != "caffemodel":
-        cli.error("--template only applies to --to caffemodel")
+        cli.error('give --net and --dataset, or --prototxt')
+    if args.weights.endswith('.caffemodel') == (args.to == 'caffemodel'):
+        cli.error('--to caffemodel takes .pt/.npz weights; the other formats take a .caffemodel')
+    if args.template and args.to != 'caffemodel':
+        cli.error('--template only applies to --to caffemodel')
 
 
 def _main(argv):
@@ -54,17 +57,17 @@ def _main(argv):
     out = args.out or os.path.splitext(args.weights)[0] + SUFFIX[args.to]
     prototxt = export.resolve_prototxt(args.prototxt, args.net, args.dataset)
     module = export.load_pytorch(args.weights, prototxt)
-    if args.to == "pytorch":
+    if args.to == 'pytorch':
         export.export_pytorch(module, out)
-    elif args.to == "npz":
+    elif args.to == 'npz':
         export.export_npz(module, out)
-    elif args.to == "onnx":
+    elif args.to == 'onnx':
         export.export_onnx(module, out, args.opset)
         for name, err in export.check_onnx(module, out).items():
-            print(f"ONNX Runtime vs PyTorch, {name}: max relative error {err:.1e}")
+            print(f'ONNX Runtime vs PyTorch, {name}: max relative error {err:.1e}')
     else:
         export.export_caffemodel(module, prototxt, out, args.template)
-    print(f"wrote {out}")
+    print(f'wrote {out}')
     return 0
 
 
@@ -73,5 +76,5 @@ def main(argv=None):
     return run_cli(_main, argv)
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     sys.exit(main())

@@ -2,6 +2,7 @@
 and RUN_DIR/training.md (the loss table: mean of the first and of the last fifth of the steps).
 The drawing is `tools.training.plot`.
 """
+
 import argparse
 import os
 import sys

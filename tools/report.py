@@ -6,6 +6,7 @@ rewrites RUN_DIR's report.md, report.json and figures, adding other runs' number
 prediction columns (e.g. DeepLab-ASPP beside A2, as the paper's Figs. 5-8 do).
 Segmentation: Tables 2 / 5 / 7; depth: Tables 4 / 6 / 8 (`tools.evaluation.paper`).
 """
+
 import argparse
 import os
 import sys
@@ -15,12 +16,18 @@ from tools.evaluation import figures, report
 
 
 def _main(argv):
-    parser = argparse.ArgumentParser(prog='python -m tools.report', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog='python -m tools.report', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument('run_dir', help='a finished evaluation run directory')
     parser.add_argument('--compare', action='append', default=[], metavar='RUN_DIR')
-    parser.add_argument('--db', '--data', dest='db', metavar='DIR',
-                        help='the database of the evaluated split, if it moved since the run')
+    parser.add_argument(
+        '--db',
+        '--data',
+        dest='db',
+        metavar='DIR',
+        help='the database of the evaluated split, if it moved since the run',
+    )
     args = parser.parse_args(argv)
     run = report.load_run(args.run_dir)
     results = run['results']

@@ -1,18 +1,19 @@
 """The Caffe we build (PyPI's brocolli-caffe sdist + our patches) behaves like BVLC Caffe on
 everything HybridNet uses: each layer type checked against numpy, the SGD update, the
 data layers, and the three fork bugs our patches fix."""
+
 import os
 import subprocess
 import sys
 import textwrap
 
-import numpy as np
-import pytest
-
 import caffe
-from caffe import layers as L, params as P
+import numpy as np
+from caffe import layers as L
+from caffe import params as P
 
 from tests.support import ROOT
+
 VENV = os.path.join(ROOT, '.venv')
 CAFFE_CLI = os.path.join(VENV, 'bin', 'caffe')
 
@@ -42,25 +43,54 @@ def numpy_conv2d(x, w, b, pad=0, stride=1, dilation=1):
     out = np.zeros((n, o, oh, ow))
     for i in range(kh):
         for j in range(kw):
-            patch = xp[:, :, i * dilation:i * dilation + stride * oh:stride,
-                       j * dilation:j * dilation + stride * ow:stride]
+            patch = xp[
+                :,
+                :,
+                i * dilation : i * dilation + stride * oh : stride,
+                j * dilation : j * dilation + stride * ow : stride,
+            ]
             out += np.einsum('nchw,oc->nohw', patch, w[:, :, i, j])
     return out + b[None, :, None, None]
 
 
 def test_caffe_is_ours_and_imported_from_the_venv():
     assert os.path.realpath(sys.prefix) == os.path.realpath(VENV)
-    cache = os.path.realpath(os.path.expanduser(
-        os.environ.get('HYBRIDNET_CACHE', '~/.cache/hybridnet-caffe')))
+    cache = os.path.realpath(os.path.expanduser(os.environ.get('HYBRIDNET_CACHE', '~/.cache/hybridnet-caffe')))
     assert os.path.realpath(caffe.__file__).startswith(cache), caffe.__file__
     assert os.access(CAFFE_CLI, os.X_OK)
 
 
 def test_registry_has_every_layer_type_the_nets_use():
-    needed = {'Input', 'Python', 'Data', 'HDF5Data', 'DummyData', 'Convolution', 'Deconvolution',
-              'ReLU', 'LRN', 'Pooling', 'InnerProduct', 'Reshape', 'Flatten', 'Concat', 'Eltwise',
-              'Dropout', 'MVN', 'Softmax', 'SoftmaxWithLoss', 'EuclideanLoss', 'Power', 'Threshold',
-              'Split', 'Slice', 'Silence', 'Scale', 'Crop', 'Accuracy'}
+    needed = {
+        'Input',
+        'Python',
+        'Data',
+        'HDF5Data',
+        'DummyData',
+        'Convolution',
+        'Deconvolution',
+        'ReLU',
+        'LRN',
+        'Pooling',
+        'InnerProduct',
+        'Reshape',
+        'Flatten',
+        'Concat',
+        'Eltwise',
+        'Dropout',
+        'MVN',
+        'Softmax',
+        'SoftmaxWithLoss',
+        'EuclideanLoss',
+        'Power',
+        'Threshold',
+        'Split',
+        'Slice',
+        'Silence',
+        'Scale',
+        'Crop',
+        'Accuracy',
+    }
     missing = needed - set(caffe.layer_type_list())
     assert not missing, missing
 
@@ -70,8 +100,9 @@ def test_dilated_convolution_forward_and_weight_gradient_match_numpy(tmp_path):
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[2, 3, 13, 11]))
     n.target = L.Input(shape=dict(dim=[2, 4, 9, 7]))
-    n.conv = L.Convolution(n.data, num_output=4, kernel_size=3, dilation=2, pad=0,
-                           weight_filler=dict(type='gaussian', std=0.1))
+    n.conv = L.Convolution(
+        n.data, num_output=4, kernel_size=3, dilation=2, pad=0, weight_filler=dict(type='gaussian', std=0.1)
+    )
     n.loss = L.EuclideanLoss(n.conv, n.target)
     net = build(tmp_path, n)
     x, t = rng.randn(2, 3, 13, 11), rng.randn(2, 4, 9, 7)
@@ -88,7 +119,7 @@ def test_dilated_convolution_forward_and_weight_gradient_match_numpy(tmp_path):
     dw = np.zeros_like(w, dtype=np.float64)
     for i in range(3):
         for j in range(3):
-            patch = x[:, :, 2 * i:2 * i + 9, 2 * j:2 * j + 7]
+            patch = x[:, :, 2 * i : 2 * i + 9, 2 * j : 2 * j + 7]
             dw[:, :, i, j] = np.einsum('nchw,nohw->oc', patch, dy)
     np.testing.assert_allclose(net.params['conv'][0].diff, dw, rtol=1e-3, atol=1e-4)
 
@@ -102,8 +133,8 @@ def test_lrn_across_channels_divides_alpha_by_size(tmp_path):
     x = rng.randn(2, 7, 4, 5) * 3
     net.blobs['data'].data[...] = x
     net.forward()
-    sq = np.pad(x ** 2, ((0, 0), (2, 2), (0, 0), (0, 0)))
-    window = sum(sq[:, k:k + 7] for k in range(5))
+    sq = np.pad(x**2, ((0, 0), (2, 2), (0, 0), (0, 0)))
+    window = sum(sq[:, k : k + 7] for k in range(5))
     np.testing.assert_allclose(net.blobs['lrn'].data, x / (1 + 0.1 / 5 * window) ** 0.75, rtol=1e-5)
 
 
@@ -120,8 +151,9 @@ def test_pooling_rounds_up_like_deeplab_and_alexnet(tmp_path):
     net.blobs['data'].data[...] = x
     net.forward()
     assert net.blobs['pool'].data.shape == (1, 2, 3, 3)
-    expect = np.array([[[x[0, c, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max() for j in range(3)]
-                        for i in range(3)] for c in range(2)])
+    expect = np.array(
+        [[[x[0, c, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max() for j in range(3)] for i in range(3)] for c in range(2)]
+    )
     np.testing.assert_allclose(net.blobs['pool'].data[0], expect, rtol=1e-6)
     # DeepLab's pool1-3 geometry: 3x3/2 pad 1 maps 321 -> 161 -> 81 -> 41 (paper L255-257).
     assert net.blobs['pool_pad'].data.shape == (1, 2, 4, 4)
@@ -212,14 +244,16 @@ def test_cli_runs_python_layers_through_the_wrapper(tmp_path):
     proto = python_layer_net(tmp_path)
     # Importing tools.train / tools.evaluate quiets glog for this process (and its children).
     env = dict(os.environ, PYTHONPATH=str(tmp_path), GLOG_minloglevel='0')
-    out = subprocess.run([CAFFE_CLI, 'time', '-model', proto, '-iterations', '2'],
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [CAFFE_CLI, 'time', '-model', proto, '-iterations', '2'], env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert 'Average Forward-Backward' in out.stderr
 
 
 def make_lmdb(path, images, labels):
     import lmdb
+
     env = lmdb.open(str(path), map_size=1 << 26)
     with env.begin(write=True) as txn:
         for i, (im, lab) in enumerate(zip(images, labels)):
@@ -230,6 +264,7 @@ def make_lmdb(path, images, labels):
 
 def test_lmdb_and_hdf5_data_layers_serve_what_was_written(tmp_path):
     import h5py
+
     rng = np.random.RandomState(5)
     images = rng.randint(0, 256, size=(4, 3, 5, 6)).astype(np.uint8)
     labels = np.arange(4)
@@ -256,12 +291,18 @@ def test_sgd_momentum_weight_decay_and_poly_policy_match_numpy(tmp_path):
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[4, 3]))
     n.target = L.Input(shape=dict(dim=[4, 2]))
-    n.ip = L.InnerProduct(n.data, num_output=2, weight_filler=dict(type='gaussian', std=0.5),
-                          param=[dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)])
+    n.ip = L.InnerProduct(
+        n.data,
+        num_output=2,
+        weight_filler=dict(type='gaussian', std=0.5),
+        param=[dict(lr_mult=1, decay_mult=1), dict(lr_mult=2, decay_mult=0)],
+    )
     n.loss = L.EuclideanLoss(n.ip, n.target)
     net_path = write(tmp_path / 'train.prototxt', n.to_proto())
     base_lr, momentum, decay, power, max_iter = 0.1, 0.9, 0.005, 0.9, 10
-    solver_path = write(tmp_path / 'solver.prototxt', textwrap.dedent(f'''\
+    solver_path = write(
+        tmp_path / 'solver.prototxt',
+        textwrap.dedent(f'''\
         net: "{net_path}"
         base_lr: {base_lr}
         lr_policy: "poly"
@@ -271,7 +312,8 @@ def test_sgd_momentum_weight_decay_and_poly_policy_match_numpy(tmp_path):
         weight_decay: {decay}
         display: 0
         snapshot_prefix: "{tmp_path}/snap"
-        '''))
+        '''),
+    )
     solver = caffe.SGDSolver(solver_path)
     x, t = rng.randn(4, 3), rng.randn(4, 2)
     solver.net.blobs['data'].data[...] = x
@@ -297,19 +339,29 @@ def test_cli_train_weights_really_copies_weights(tmp_path):
     n = caffe.NetSpec()
     n.data = L.DummyData(shape=dict(dim=[2, 3]), data_filler=dict(type='constant', value=1))
     n.target = L.DummyData(shape=dict(dim=[2, 2]), data_filler=dict(type='constant', value=0))
-    n.ip = L.InnerProduct(n.data, num_output=2, weight_filler=dict(type='gaussian', std=1),
-                          param=[dict(lr_mult=0, decay_mult=0), dict(lr_mult=0, decay_mult=0)])
+    n.ip = L.InnerProduct(
+        n.data,
+        num_output=2,
+        weight_filler=dict(type='gaussian', std=1),
+        param=[dict(lr_mult=0, decay_mult=0), dict(lr_mult=0, decay_mult=0)],
+    )
     n.loss = L.EuclideanLoss(n.ip, n.target)
     net_path = write(tmp_path / 'net.prototxt', n.to_proto())
     known = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
     net = caffe.Net(net_path, caffe.TEST)
     net.params['ip'][0].data[...] = known
     net.save(str(tmp_path / 'init.caffemodel'))
-    solver = write(tmp_path / 'solver.prototxt', f'net: "{net_path}"\nbase_lr: 0.1\nlr_policy: "fixed"\n'
-                   f'max_iter: 1\ndisplay: 1\nsnapshot_prefix: "{tmp_path}/snap"\n')
-    out = subprocess.run([CAFFE_CLI, 'train', '--solver', solver, '--weights',
-                          str(tmp_path / 'init.caffemodel')],
-                         capture_output=True, text=True, timeout=120)
+    solver = write(
+        tmp_path / 'solver.prototxt',
+        f'net: "{net_path}"\nbase_lr: 0.1\nlr_policy: "fixed"\n'
+        f'max_iter: 1\ndisplay: 1\nsnapshot_prefix: "{tmp_path}/snap"\n',
+    )
+    out = subprocess.run(
+        [CAFFE_CLI, 'train', '--solver', solver, '--weights', str(tmp_path / 'init.caffemodel')],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     trained = caffe.Net(net_path, caffe.TEST, weights=str(tmp_path / 'snap_iter_1.caffemodel'))
     np.testing.assert_array_equal(trained.params['ip'][0].data, known)
@@ -324,9 +376,12 @@ def test_two_live_nets_on_one_lmdb_do_not_deadlock(tmp_path):
     n.ip = L.InnerProduct(n.data, num_output=1, weight_filler=dict(type='constant', value=0.1))
     n.loss = L.EuclideanLoss(n.ip, n.label)
     net_path = write(tmp_path / 'net.prototxt', n.to_proto())
-    solver = write(tmp_path / 'solver.prototxt', f'net: "{net_path}"\ntest_iter: 2\ntest_interval: 2\n'
-                   f'base_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 4\ndisplay: 0\n'
-                   f'snapshot_prefix: "{tmp_path}/snap"\n')
+    solver = write(
+        tmp_path / 'solver.prototxt',
+        f'net: "{net_path}"\ntest_iter: 2\ntest_interval: 2\n'
+        f'base_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 4\ndisplay: 0\n'
+        f'snapshot_prefix: "{tmp_path}/snap"\n',
+    )
     script = textwrap.dedent(f'''
         import caffe
         caffe.set_mode_cpu()

@@ -2,6 +2,7 @@
 reproducible from the solver's seed (what the TF32 parity check relies on), `caffe train`
 timing, the PyTorch side of bench/train.py, the PERFORMANCE.md writer, and PyTorch DDP with
 one process (gloo)."""
+
 import json
 import os
 import subprocess
@@ -12,11 +13,11 @@ from google.protobuf import text_format
 
 from bench import caffe_cli
 from bench import train as bench_train
-
 from tests.support import ROOT
+
 CAFFE = os.path.join(ROOT, '.venv', 'bin', 'caffe')
 
-TINY_TRAIN = '''
+TINY_TRAIN = """
 name: "tiny"
 layer { name: "hybrid_data" type: "Input" top: "data" top: "label" top: "depth_gt_9"
   input_param { shape { dim: 2 dim: 3 dim: 17 dim: 17 } shape { dim: 2 dim: 1 dim: 9 dim: 9 }
@@ -36,8 +37,8 @@ layer { name: "loss_seg" type: "SoftmaxWithLoss" bottom: "fc8" bottom: "label" t
   loss_param { ignore_label: 255 } }
 layer { name: "loss_depth_abs" type: "EuclideanLoss" bottom: "fixed" bottom: "depth_gt_9"
   top: "loss_depth_abs" }
-'''
-TINY_DEPLOY = '''
+"""
+TINY_DEPLOY = """
 name: "tiny_deploy"
 layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 17 dim: 17 } } }
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
@@ -47,11 +48,12 @@ layer { name: "fc8" type: "Convolution" bottom: "conv1" top: "fc8" convolution_p
 layer { name: "seg_prob" type: "Softmax" bottom: "fc8" top: "seg_prob" }
 layer { name: "fixed" type: "Convolution" bottom: "conv1" top: "depth"
   param { lr_mult: 0 } param { lr_mult: 0 } convolution_param { num_output: 1 kernel_size: 1 } }
-'''
+"""
 
 
 def _net(text):
     from caffe.proto import caffe_pb2
+
     net = caffe_pb2.NetParameter()
     text_format.Merge(text, net)
     return net
@@ -75,7 +77,7 @@ def test_dummy_data_net_replaces_input_with_seeded_fillers():
     assert [list(s.dim) for s in p.shape] == [[2, 3, 17, 17], [2, 1, 9, 9], [2, 1, 9, 9]]
     assert p.data_filler[0].type == 'gaussian' and p.data_filler[0].std == 50
     assert p.data_filler[1].type == 'uniform' and p.data_filler[1].min == 0
-    assert 4 < p.data_filler[1].max < 5          # 5 classes: labels 0..4 after Caffe's int cast
+    assert 4 < p.data_filler[1].max < 5  # 5 classes: labels 0..4 after Caffe's int cast
     assert p.data_filler[2].type == 'uniform' and p.data_filler[2].min >= 1
 
 
@@ -86,13 +88,16 @@ def test_dummy_data_net_of_a_generated_train_net():
     data = [l for l in net.layer if l.top[0] == 'data'][0]
     assert data.type == 'DummyData'
     assert list(data.top) == ['data', 'label', 'depth_gt_81']
-    assert 18 < data.dummy_data_param.data_filler[1].max < 19   # Cityscapes: 19 classes
+    assert 18 < data.dummy_data_param.data_filler[1].max < 19  # Cityscapes: 19 classes
 
 
 def _solver(tmp_path, net, name, base_lr=0.01, iterations=2, seed=1):
     path = tmp_path / name
-    path.write_text(caffe_cli.parity_solver(str(net), str(tmp_path / 'snap'), base_lr=base_lr,
-                                            iterations=iterations, seed=seed, gpu=False))
+    path.write_text(
+        caffe_cli.parity_solver(
+            str(net), str(tmp_path / 'snap'), base_lr=base_lr, iterations=iterations, seed=seed, gpu=False
+        )
+    )
     return str(path)
 
 
@@ -103,10 +108,9 @@ def test_parity_losses_are_reproducible_from_the_seed(tiny):
     b, _, _ = caffe_cli.caffe_train_losses(CAFFE, s)
     assert sorted(a) == [0, 1, 2] and a == b, (a, b)
     assert all(v == v and abs(v) < 1e6 for v in a.values())
-    assert not tf32_a                               # the CPU build knows no TF32
-    other = caffe_cli.caffe_train_losses(CAFFE, _solver(tiny, tiny / 'tiny.parity.prototxt',
-                                                        's2.prototxt', seed=2))[0]
-    assert other != a                               # the seed draws the batches
+    assert not tf32_a  # the CPU build knows no TF32
+    other = caffe_cli.caffe_train_losses(CAFFE, _solver(tiny, tiny / 'tiny.parity.prototxt', 's2.prototxt', seed=2))[0]
+    assert other != a  # the seed draws the batches
 
 
 def test_caffe_train_timing_counts_full_iterations(tiny):
@@ -128,7 +132,7 @@ def test_report_appends_to_the_training_speed_section(tmp_path):
     md.write_text('# Performance\n\n## Evaluation speed\n\nold text\n')
     row = dict(net='a2', device='cpu', batch=1, caffe_fp32=2000.0, torch_fp32=4000.0)
     block1 = bench_train.report([row], ['GPU not measured: none'], ['cpu'], 'python bench/train.py --batch 1')
-    bench_train.append_section(str(md), block1)           # makes the section, at the end
+    bench_train.append_section(str(md), block1)  # makes the section, at the end
     with open(md, 'a') as f:
         f.write('\n## Other\n\nkept\n')
     bench_train.append_section(str(md), block1.replace('--batch 1', '--batch 2'))
@@ -146,17 +150,36 @@ def test_ddp_world_size_one_gloo_cpu(tmp_path):
     if not ok:
         pytest.skip(why)
     net = tmp_path / 'deploy.prototxt'
-    net.write_text(TINY_DEPLOY.replace('"fixed" bottom: "conv1" top: "depth"',
-                                       '"fixed" bottom: "conv1" top: "depth"'))
+    net.write_text(TINY_DEPLOY.replace('"fixed" bottom: "conv1" top: "depth"', '"fixed" bottom: "conv1" top: "depth"'))
     out = tmp_path / 'ddp.json'
     env = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')}
-    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'ddp_train.py'), '--net', str(net),
-                    '--device', 'cpu', '--steps', '4', '--batch', '2', '--lr', '1e-6', '--fixed-batch',
-                    '--json', str(out)], check=True, timeout=300, env=env, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, 'tools', 'ddp_train.py'),
+            '--net',
+            str(net),
+            '--device',
+            'cpu',
+            '--steps',
+            '4',
+            '--batch',
+            '2',
+            '--lr',
+            '1e-6',
+            '--fixed-batch',
+            '--json',
+            str(out),
+        ],
+        check=True,
+        timeout=300,
+        env=env,
+        cwd=ROOT,
+    )
     r = json.loads(out.read_text())
     assert r['world_size'] == 1 and r['backend'] == 'gloo'
-    assert len(r['losses']) == 4 and r['losses'][-1] < r['losses'][0]   # it trains
-    assert r['trainable_params'] == 4 * 3 * 3 * 3 + 4 + 5 * 4 + 5       # 'fixed' frozen
+    assert len(r['losses']) == 4 and r['losses'][-1] < r['losses'][0]  # it trains
+    assert r['trainable_params'] == 4 * 3 * 3 * 3 + 4 + 5 * 4 + 5  # 'fixed' frozen
 
 
 def test_prepare_writes_the_nets_the_device_check_reads(tmp_path):
@@ -171,6 +194,6 @@ def test_prepare_writes_the_nets_the_device_check_reads(tmp_path):
     assert bench_train.read_net(str(tmp_path / entry['parity'])).layer[0].type == 'DummyData'
     assert 'parity' not in m['nets']['depthnet_refine']
     refine = bench_train.read_net(str(tmp_path / m['nets']['depthnet_refine']['train']))
-    frozen = bench_train.frozen_layers(refine)        # the frozen global and gradient stages
+    frozen = bench_train.frozen_layers(refine)  # the frozen global and gradient stages
     assert len(frozen) >= 10, frozen
     assert not bench_train.frozen_layers(train) - {l.name for l in train.layer if 'fixed' in l.name}

@@ -5,6 +5,7 @@ single-GPU `caffe train -gpu 0` path, and DDP on one GPU with NCCL.
 Needs `make setup CAFFE_GPU=1` (.venv/bin/caffe-gpu) and an NVIDIA GPU with its driver.
 The same checks run from bench/device_check.sh on a GPU machine without Caffe.
 """
+
 import json
 import os
 import subprocess
@@ -15,16 +16,17 @@ import pytest
 from bench import caffe_cli
 from bench import train as bench_train
 from bench.tf32_parity import parity
-
 from tests.support import ROOT
+
 CAFFE_GPU = os.path.join(ROOT, '.venv', 'bin', 'caffe-gpu')
 
 GPU, GPU_WHY = caffe_cli.gpu_present()
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not GPU, reason='no GPU: %s' % GPU_WHY),
-    pytest.mark.skipif(not os.path.exists(CAFFE_GPU),
-                       reason='no CUDA build of Caffe (.venv/bin/caffe-gpu): make setup CAFFE_GPU=1'),
+    pytest.mark.skipif(
+        not os.path.exists(CAFFE_GPU), reason='no CUDA build of Caffe (.venv/bin/caffe-gpu): make setup CAFFE_GPU=1'
+    ),
 ]
 
 
@@ -36,15 +38,21 @@ def nets(tmp_path_factory):
 
 
 def test_device_query_uses_cuda13_attributes():
-    r = subprocess.run([CAFFE_GPU, 'device_query', '-gpu', '0'], capture_output=True, text=True,
-                       env=dict(os.environ, GLOG_logtostderr='1'), timeout=120)
+    r = subprocess.run(
+        [CAFFE_GPU, 'device_query', '-gpu', '0'],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, GLOG_logtostderr='1'),
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'Clock rate:' in r.stderr and 'Number of multiprocessors:' in r.stderr
 
 
 def test_tf32_parity_deeplab_aspp_one_sgd_step(nets):
-    r = parity(CAFFE_GPU, str(nets / 'deeplab_aspp.parity.prototxt'), gpu=0, iterations=1,
-               base_lr=1e-6)   # loss_seg weighs 1000 here: the step of DeepLab's 1e-3 at weight 1
+    r = parity(
+        CAFFE_GPU, str(nets / 'deeplab_aspp.parity.prototxt'), gpu=0, iterations=1, base_lr=1e-6
+    )  # loss_seg weighs 1000 here: the step of DeepLab's 1e-3 at weight 1
     assert r['tf32_applied'] and r['fp32_clean'], r
     assert r['max_rel_diff'] <= 1e-3, json.dumps(r, indent=1)
 
@@ -61,9 +69,24 @@ def test_ddp_one_gpu_nccl(tmp_path, nets):
     if not torch.cuda.is_available():
         pytest.skip('this torch has no CUDA (%s)' % torch.__version__)
     out = tmp_path / 'ddp.json'
-    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'ddp_train.py'), '--net',
-                    str(nets / 'a2.deploy.prototxt'), '--device', 'cuda', '--steps', '3',
-                    '--batch', '2', '--json', str(out)], check=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, 'tools', 'ddp_train.py'),
+            '--net',
+            str(nets / 'a2.deploy.prototxt'),
+            '--device',
+            'cuda',
+            '--steps',
+            '3',
+            '--batch',
+            '2',
+            '--json',
+            str(out),
+        ],
+        check=True,
+        timeout=600,
+    )
     r = json.loads(out.read_text())
     assert r['backend'] == 'nccl' and r['world_size'] == 1
-    assert all(l == l for l in r['losses'])   # finite (no NaN)
+    assert all(l == l for l in r['losses'])  # finite (no NaN)

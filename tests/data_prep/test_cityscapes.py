@@ -1,4 +1,5 @@
 """Cityscapes: the sample writer's layout and formats, sample -> convert -> export-record, bad inputs."""
+
 import json
 import os
 import shutil
@@ -21,15 +22,22 @@ STEM = 'aachen_000000_000019'
 
 
 def run_cli(*args):
-    out = subprocess.run([sys.executable, '-m', 'data_prep', *map(str, args)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, '-m', 'data_prep', *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     return out.returncode, out.stdout, out.stderr
 
 
 def files_of(root, split, city, stem):
-    return {kind: os.path.join(root, kind, split, city, f'{stem}_{suffix}') for kind, suffix in [
-        ('leftImg8bit', 'leftImg8bit.png'), ('gtFine', 'gtFine_labelIds.png'),
-        ('disparity', 'disparity.png'), ('camera', 'camera.json')]}
+    return {
+        kind: os.path.join(root, kind, split, city, f'{stem}_{suffix}')
+        for kind, suffix in [
+            ('leftImg8bit', 'leftImg8bit.png'),
+            ('gtFine', 'gtFine_labelIds.png'),
+            ('disparity', 'disparity.png'),
+            ('camera', 'camera.json'),
+        ]
+    }
 
 
 def expected_record(files, labelled=True):
@@ -56,8 +64,9 @@ def full_sample(tmp_path_factory):
     root, out = base / 'root', base / 'data'
     code, _, err = run_cli('sample', '--dataset', 'cityscapes', '--out', root, '--count', 1, '--seed', 3)
     assert code == 0, err
-    code, stdout, err = run_cli('cityscapes', '--root', root, '--out', out, '--splits', 'train', 'val', 'test',
-                                '--workers', 2)
+    code, stdout, err = run_cli(
+        'cityscapes', '--root', root, '--out', out, '--splits', 'train', 'val', 'test', '--workers', 2
+    )
     assert code == 0, err
     assert 'test has no public labels' in err
     return str(root), str(out), base
@@ -80,8 +89,9 @@ def test_sample_has_the_official_layout_and_file_formats(full_sample):
             assert set(ids) <= set(id2label) and len(ids) >= 8
 
 
-@pytest.mark.parametrize('split,city,labelled', [('train', 'aachen', True), ('val', 'frankfurt', True),
-                                                 ('test', 'berlin', False)])
+@pytest.mark.parametrize(
+    'split,city,labelled', [('train', 'aachen', True), ('val', 'frankfurt', True), ('test', 'berlin', False)]
+)
 def test_sample_convert_export_gives_back_what_the_sample_wrote(full_sample, split, city, labelled):
     root, out, base = full_sample
     npz = base / f'{split}.npz'
@@ -123,14 +133,17 @@ def test_sample_labels_and_depth_agree(tmp_path):
 
 
 def test_sample_is_reproducible_from_its_seed(tmp_path):
-    keys = [sample_cityscapes.write(str(tmp_path / name), 1, seed, splits=('val',), size=(128, 64))['val'][0]
-            for name, seed in [('a', 1), ('b', 1), ('c', 2)]]
+    keys = [
+        sample_cityscapes.write(str(tmp_path / name), 1, seed, splits=('val',), size=(128, 64))['val'][0]
+        for name, seed in [('a', 1), ('b', 1), ('c', 2)]
+    ]
     paths = [os.path.join(tmp_path / name, key) for name, key in zip('abc', keys)]
     data = [open(p, 'rb').read() for p in paths]
     assert data[0] == data[1] != data[2]
 
 
 # ---------------------------------------------------------------------------------- bad inputs
+
 
 @pytest.fixture(scope='module')
 def small_root(tmp_path_factory):
@@ -147,7 +160,7 @@ def truncate(path):
     with open(path, 'rb') as f:
         data = f.read()
     with open(path, 'wb') as f:
-        f.write(data[:len(data) // 2])
+        f.write(data[: len(data) // 2])
 
 
 def set_baseline(path, value):
@@ -168,16 +181,28 @@ BAD_INPUTS = {
     'missing camera': ('camera', lambda f: os.remove(f['camera']), 'missing file'),
     'truncated PNG': ('leftImg8bit', lambda f: truncate(f['leftImg8bit']), 'truncated or corrupt'),
     'not a PNG': ('gtFine', lambda f: open(f['gtFine'], 'w').write('GIF89a'), 'not a PNG'),
-    'wrong bit depth': ('disparity', lambda f: rewrite_png(f['disparity'], np.ones((96, 192), np.uint8)),
-                        'wrong bit depth: 8-bit, expected 16-bit'),
-    'sizes differ': ('gtFine', lambda f: rewrite_png(f['gtFine'], np.full((48, 192), 7, np.uint8)),
-                     'size 192x48 differs from'),
-    'unknown label id': ('gtFine', lambda f: rewrite_png(f['gtFine'], np.full((96, 192), 40, np.uint8)),
-                         'label id 40 not in'),
+    'wrong bit depth': (
+        'disparity',
+        lambda f: rewrite_png(f['disparity'], np.ones((96, 192), np.uint8)),
+        'wrong bit depth: 8-bit, expected 16-bit',
+    ),
+    'sizes differ': (
+        'gtFine',
+        lambda f: rewrite_png(f['gtFine'], np.full((48, 192), 7, np.uint8)),
+        'size 192x48 differs from',
+    ),
+    'unknown label id': (
+        'gtFine',
+        lambda f: rewrite_png(f['gtFine'], np.full((96, 192), 40, np.uint8)),
+        'label id 40 not in',
+    ),
     'NaN depth': ('camera', lambda f: set_baseline(f['camera'], float('nan')), 'NaN'),
     'negative depth': ('camera', lambda f: set_baseline(f['camera'], -0.2), 'negative depth'),
-    'wrong camera structure': ('camera', lambda f: open(f['camera'], 'w').write('{"intrinsic": {}}'),
-                               'wrong structure'),
+    'wrong camera structure': (
+        'camera',
+        lambda f: open(f['camera'], 'w').write('{"intrinsic": {}}'),
+        'wrong structure',
+    ),
 }
 
 
@@ -213,17 +238,21 @@ def test_skip_bad_converts_the_rest_and_reports_what_was_skipped(small_root, tmp
     bad = files_of(str(root), 'train', 'aachen', STEM)
     truncate(bad['leftImg8bit'])
     os.remove(files_of(str(root), 'train', 'bochum', 'bochum_000001_000019')['camera'])
-    code, _, err = run_cli('cityscapes', '--root', root, '--out', tmp_path / 'out', '--splits', 'train', '--skip-bad',
-                           '--workers', 2)
+    code, _, err = run_cli(
+        'cityscapes', '--root', root, '--out', tmp_path / 'out', '--splits', 'train', '--skip-bad', '--workers', 2
+    )
     assert code == 0, err
     assert 'skipped 2 of 4 train records' in err
     database = open_database(tmp_path / 'out' / 'train')
     assert [r['key'].split('/')[-1] for r in database.records] == [
-        'aachen_000001_000019_leftImg8bit.png', 'bochum_000000_000019_leftImg8bit.png']
+        'aachen_000001_000019_leftImg8bit.png',
+        'bochum_000000_000019_leftImg8bit.png',
+    ]
     report = json.load(open(tmp_path / 'out' / 'train' / 'skipped.json'))
     assert [(r['path'], r['fault'].split(' (')[0]) for r in report] == [
         ('leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png', 'truncated or corrupt PNG data'),
-        ('camera/train/bochum/bochum_000001_000019_camera.json', 'missing file')]
+        ('camera/train/bochum/bochum_000001_000019_camera.json', 'missing file'),
+    ]
     assert database.manifest['skipped'] == report
 
 
@@ -233,4 +262,5 @@ def test_layout_errors(tmp_path):
     assert info.value.path == os.path.join(str(tmp_path), 'leftImg8bit', 'train')
     sample_cityscapes.write(str(tmp_path), 1, 0, splits=('val',), size=(64, 32))
     assert cityscapes.list_records(str(tmp_path), 'val') == [
-        'leftImg8bit/val/frankfurt/frankfurt_000000_000019_leftImg8bit.png']
+        'leftImg8bit/val/frankfurt/frankfurt_000000_000019_leftImg8bit.png'
+    ]

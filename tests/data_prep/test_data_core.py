@@ -4,6 +4,7 @@ the sample entry point, the command-line convention (exit 2 on bad input, 130 / 
 The generic converter is exercised through the Cityscapes reader on small sample datasets
 (256 x 128: only the sample and converter tests of tests/test_cityscapes.py use full size).
 """
+
 import json
 import os
 import pickle
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 
 from data_prep import cityscapes, convert, dataset_module, sample_cityscapes
-from data_prep.database import PARTIAL_SUFFIX, Database, open_database, write_database
+from data_prep.database import PARTIAL_SUFFIX, open_database, write_database
 from data_prep.dataset import Record, check_depth, check_record, map_labels, png_header, read_json, read_png
 from data_prep.errors import DataError
 from data_prep.sample import write_sample
@@ -55,6 +56,7 @@ def assert_same_database(a, b):
 
 # ---------------------------------------------------------------------------------- errors, file checks
 
+
 def test_data_error_names_file_and_fault_and_survives_pickling():
     err = pickle.loads(pickle.dumps(DataError('a/b.png', 'truncated')))
     assert (err.path, err.fault, str(err)) == ('a/b.png', 'truncated', 'a/b.png: truncated')
@@ -79,7 +81,7 @@ def test_read_png_checks_colour_type_bit_depth_and_truncation(tmp_path):
         read_png(str(tmp_path / 'text.png'), 'RGB', 8)
     with open(rgb, 'rb') as f:
         data = f.read()
-    (tmp_path / 'cut.png').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'cut.png').write_bytes(data[: len(data) // 2])
     with pytest.raises(DataError, match='truncated or corrupt') as info:
         read_png(str(tmp_path / 'cut.png'), 'RGB', 8)
     assert info.value.path == str(tmp_path / 'cut.png')
@@ -115,10 +117,18 @@ def test_check_record_rejects_malformed_records():
 
 # ---------------------------------------------------------------------------------- database
 
+
 def test_write_database_round_trip_windows_and_pickling(tmp_path):
     rng = np.random.default_rng(1)
-    records = [Record(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), rng.integers(0, 3, (h, w), dtype=np.uint8),
-                      rng.random((h, w), dtype=np.float32), [f'src{i}']) for i, (h, w) in enumerate([(70, 90), (130, 65), (9, 200)])]
+    records = [
+        Record(
+            rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+            rng.integers(0, 3, (h, w), dtype=np.uint8),
+            rng.random((h, w), dtype=np.float32),
+            [f'src{i}'],
+        )
+        for i, (h, w) in enumerate([(70, 90), (130, 65), (9, 200)])
+    ]
     path = write_database(tmp_path / 'db', records, 'toy', 'train', ['a', 'b', 'c'])
     database = open_database(path)
     assert len(database) == 3 and database.shape(1) == (130, 65) and database.labelled
@@ -162,6 +172,7 @@ def test_open_database_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------------- converter
+
 
 def test_conversion_is_the_same_with_any_worker_count(tmp_path):
     root = small_cityscapes(tmp_path / 'cs', count=5)
@@ -210,11 +221,24 @@ def test_interrupted_conversion_resumes_to_the_same_database(tmp_path, monkeypat
 def test_killed_multiprocess_conversion_resumes_to_the_same_database(tmp_path):
     """SIGKILL (no cleanup at all) in the middle of a 2-worker CLI run, then the same command again."""
     root = small_cityscapes(tmp_path / 'cs', count=6, size=(512, 256))
-    command = [sys.executable, '-m', 'data_prep', 'cityscapes', '--root', root, '--out', str(tmp_path / 'out'),
-               '--splits', 'train', '--workers', '2']
+    command = [
+        sys.executable,
+        '-m',
+        'data_prep',
+        'cityscapes',
+        '--root',
+        root,
+        '--out',
+        str(tmp_path / 'out'),
+        '--splits',
+        'train',
+        '--workers',
+        '2',
+    ]
     partial = str(tmp_path / 'out' / 'train') + PARTIAL_SUFFIX
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 60
     while time.time() < deadline and process.poll() is None:
         if os.path.isfile(os.path.join(partial, 'data.mdb')) and committed(partial):
@@ -258,6 +282,7 @@ def test_output_holding_another_dataset_is_refused(tmp_path):
 
 # ---------------------------------------------------------------------------------- sample entry point, layering
 
+
 @pytest.mark.parametrize('dataset', ['cityscapes', 'sunrgbd', 'nyuv2'])
 def test_write_sample_is_one_entry_point_returning_the_keys_the_reader_lists(tmp_path, dataset):
     keys = write_sample(dataset, tmp_path / 'root', count=1, seed=0)
@@ -270,10 +295,12 @@ def test_write_sample_is_one_entry_point_returning_the_keys_the_reader_lists(tmp
 
 
 def test_readers_import_neither_their_sample_writers_nor_other_packages():
-    code = ('import sys, data_prep.__main__, data_prep.batches, data_prep.convert, data_prep.cityscapes, '
-            'data_prep.sunrgbd, data_prep.nyuv2\n'
-            'print(sorted(m for m in sys.modules if m.split(".")[0] in ("netgen", "tools", "bench") '
-            'or m.startswith("data_prep.sample_")))')
+    code = (
+        'import sys, data_prep.__main__, data_prep.batches, data_prep.convert, data_prep.cityscapes, '
+        'data_prep.sunrgbd, data_prep.nyuv2\n'
+        'print(sorted(m for m in sys.modules if m.split(".")[0] in ("netgen", "tools", "bench") '
+        'or m.startswith("data_prep.sample_")))'
+    )
     out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == '[]'
@@ -281,9 +308,11 @@ def test_readers_import_neither_their_sample_writers_nor_other_packages():
 
 # ---------------------------------------------------------------------------------- the command-line convention
 
+
 def run_cli(*args):
-    out = subprocess.run([sys.executable, '-m', 'data_prep', *map(str, args)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, '-m', 'data_prep', *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     return out.returncode, out.stderr
 
 
@@ -292,18 +321,26 @@ def test_cli_expected_faults_are_one_line_and_exit_2(tmp_path):
     db = convert.convert_split('cityscapes', root, tmp_path / 'data', 'train', progress=False)
     missing = tmp_path / 'nothing'
     cases = [
-        (('cityscapes', '--root', root, '--out', tmp_path / 'out', '--splits', 'nosuch'),
-         f"error: {root}: cityscapes has no split 'nosuch'; choose from train, val, test"),
-        (('cityscapes', '--root', missing, '--out', tmp_path / 'out', '--splits', 'train'),
-         f'error: {missing / "leftImg8bit" / "train"}: missing directory: not a Cityscapes root'),
-        (('export-record', '--db', db, '--index', 1, '--out', tmp_path / 'r.npz'),
-         f'error: {db}: --index 1 out of range: the database holds 1 records'),
-        (('export-record', '--db', db, '--index', 0, '--out', missing / 'r.npz'),
-         f'error: {missing / "r.npz"}: No such file or directory'),
+        (
+            ('cityscapes', '--root', root, '--out', tmp_path / 'out', '--splits', 'nosuch'),
+            f"error: {root}: cityscapes has no split 'nosuch'; choose from train, val, test",
+        ),
+        (
+            ('cityscapes', '--root', missing, '--out', tmp_path / 'out', '--splits', 'train'),
+            f'error: {missing / "leftImg8bit" / "train"}: missing directory: not a Cityscapes root',
+        ),
+        (
+            ('export-record', '--db', db, '--index', 1, '--out', tmp_path / 'r.npz'),
+            f'error: {db}: --index 1 out of range: the database holds 1 records',
+        ),
+        (
+            ('export-record', '--db', db, '--index', 0, '--out', missing / 'r.npz'),
+            f'error: {missing / "r.npz"}: No such file or directory',
+        ),
     ]
     for args, message in cases:
         code, err = run_cli(*args)
-        assert (code, err.strip().splitlines()[-1][:len(message)]) == (2, message), err
+        assert (code, err.strip().splitlines()[-1][: len(message)]) == (2, message), err
         assert 'Traceback' not in err
     code, err = run_cli('sample', '--dataset', 'nyuv2', '--out', tmp_path / 'nyuv2', '--count', 0)
     assert code == 2 and 'argument --count: must be at least 1' in err and not (tmp_path / 'nyuv2').exists()
@@ -313,8 +350,20 @@ def test_sigterm_stops_a_conversion_with_143_and_a_rerun_resumes(tmp_path):
     """`kill PID` (SIGTERM, the main process only) in the middle of a 2-worker run: the same cleanup
     and message as Ctrl-C, exit 143; the same command then finishes the database."""
     root = small_cityscapes(tmp_path / 'cs', count=6, size=(512, 256))
-    command = [sys.executable, '-m', 'data_prep', 'cityscapes', '--root', root, '--out', str(tmp_path / 'out'),
-               '--splits', 'train', '--workers', '2']
+    command = [
+        sys.executable,
+        '-m',
+        'data_prep',
+        'cityscapes',
+        '--root',
+        root,
+        '--out',
+        str(tmp_path / 'out'),
+        '--splits',
+        'train',
+        '--workers',
+        '2',
+    ]
     partial = str(tmp_path / 'out' / 'train') + PARTIAL_SUFFIX
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60

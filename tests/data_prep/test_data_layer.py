@@ -4,21 +4,22 @@ seeded reproducibility; test mode; and the layer inside pycaffe and the `caffe` 
 Records encode their pixel coordinates (R = 4x, G = 4y, B = 10 * record, label = (x + y) % 5,
 depth = 1 + x + 100 y), so any misalignment between the tops shows up as a wrong value.
 """
+
 import json
 import os
 import subprocess
 
+import caffe
 import numpy as np
 import pytest
 
-import caffe
 from data_prep.batches import BatchWorkers, CropSampler, parse_param_str
 from data_prep.database import open_database, write_database
 from data_prep.dataset import Record
 from data_prep.errors import DataError
 from netgen.config import MEAN_BGR
-
 from tests.support import ROOT
+
 CAFFE_CLI = os.path.join(ROOT, '.venv', 'bin', 'caffe')
 
 
@@ -36,8 +37,14 @@ def coded_db(tmp_path_factory):
 
 
 def params(source, **given):
-    base = {'source': str(source), 'batch_size': 4, 'crop_size': 33, 'label_size': 5, 'depth_sizes': [9, 17],
-            'mean': list(MEAN_BGR)}
+    base = {
+        'source': str(source),
+        'batch_size': 4,
+        'crop_size': 33,
+        'label_size': 5,
+        'depth_sizes': [9, 17],
+        'mean': list(MEAN_BGR),
+    }
     return parse_param_str(json.dumps(dict(base, **given)))
 
 
@@ -106,27 +113,31 @@ def test_random_crops_cover_the_image_and_pad_when_smaller(coded_db):
 
 
 def test_padding_uses_mean_ignore_and_invalid_depth_and_test_mode_centres(tmp_path):
-    path = write_database(tmp_path / 'db', [coded_record(0, 10, 12), coded_record(1, 50, 45)], 'toy', 'val', list('abcde'))
-    sampler = CropSampler(open_database(path), params(path, train=False, batch_size=3, crop_size=17, label_size=3,
-                                                      depth_sizes=[17]))
+    path = write_database(
+        tmp_path / 'db', [coded_record(0, 10, 12), coded_record(1, 50, 45)], 'toy', 'val', list('abcde')
+    )
+    sampler = CropSampler(
+        open_database(path), params(path, train=False, batch_size=3, crop_size=17, label_size=3, depth_sizes=[17])
+    )
     data, label, depth = next(sampler.batches())
     record, x, y = decode(data[0])
     inside = record >= 0
     assert inside[3:13, 2:14].all() and inside.sum() == 10 * 12  # centred: (17 - 10) // 2, (17 - 12) // 2
     np.testing.assert_array_equal(x[3, 2:14], np.arange(12))
-    assert (data[0][:, ~inside] == 0).all()                      # mean colour, once subtracted
+    assert (data[0][:, ~inside] == 0).all()  # mean colour, once subtracted
     assert (depth[0, 0][~inside] == 0).all()
     assert label[0, 0, 0, 0] == 255 and label[0, 0, 1, 1] == (x[8, 8] + y[8, 8]) % 5
-    record, x, y = decode(data[1])                               # larger: the centre crop, no flips
+    record, x, y = decode(data[1])  # larger: the centre crop, no flips
     np.testing.assert_array_equal(x[0], np.arange(14, 31))
     np.testing.assert_array_equal(y[:, 0], np.arange(16, 33))
-    assert decode(data[2])[0].max() == 0                         # test mode goes through records in order
+    assert decode(data[2])[0].max() == 0  # test mode goes through records in order
 
 
 def test_same_seed_same_batches_other_seed_other_batches(coded_db):
     def first_batches(seed):
         batches = CropSampler(open_database(coded_db), params(coded_db, flip=True, seed=seed)).batches()
         return [next(batches) for _ in range(3)]
+
     a, b, c = first_batches(7), first_batches(7), first_batches(8)
     for batch_a, batch_b in zip(a, b):
         for top_a, top_b in zip(batch_a, batch_b):
@@ -145,7 +156,7 @@ def test_param_str_errors(coded_db, tmp_path):
         params(coded_db, mirorr=True)
     with pytest.raises(ValueError, match='missing source, mean'):
         parse_param_str(json.dumps({'batch_size': 1, 'crop_size': 321}))
-    with pytest.raises(ValueError, match='missing mean'):   # the nets always pass it: no default
+    with pytest.raises(ValueError, match='missing mean'):  # the nets always pass it: no default
         parse_param_str(json.dumps({'source': 'x', 'batch_size': 1, 'crop_size': 321}))
     with pytest.raises(ValueError, match='batch_size must be a positive integer'):
         params(coded_db, batch_size=0)
@@ -155,7 +166,9 @@ def test_param_str_errors(coded_db, tmp_path):
         CropSampler(open_database(coded_db), params(coded_db, crop_size=321, label_size=40, depth_sizes=[81]))
     with pytest.raises(ValueError, match='depth_sizes entry 80 does not fit crop_size 320'):
         CropSampler(open_database(coded_db), params(coded_db, crop_size=320, label_size=None, depth_sizes=[80]))
-    unlabelled = write_database(tmp_path / 'test', [coded_record(0, 40, 40, labelled=False)], 'toy', 'test', list('abcde'))
+    unlabelled = write_database(
+        tmp_path / 'test', [coded_record(0, 40, 40, labelled=False)], 'toy', 'test', list('abcde')
+    )
     with pytest.raises(DataError, match='has no labels'):
         CropSampler(open_database(unlabelled), params(unlabelled))
     sampler = CropSampler(open_database(unlabelled), params(unlabelled, label_size=None, depth_sizes=[]))
@@ -164,15 +177,25 @@ def test_param_str_errors(coded_db, tmp_path):
 
 def layer_net(path, param_str, tops):
     top_lines = ' '.join(f'top: "{t}"' for t in tops)
-    text = (f'name: "data_only"\nlayer {{ name: "data" type: "Python" {top_lines}\n'
-            f'  python_param {{ module: "data_prep.layers" layer: "HybridData" param_str: \'{param_str}\' }} }}\n')
+    text = (
+        f'name: "data_only"\nlayer {{ name: "data" type: "Python" {top_lines}\n'
+        f'  python_param {{ module: "data_prep.layers" layer: "HybridData" param_str: \'{param_str}\' }} }}\n'
+    )
     path.write_text(text)
     return str(path)
 
 
 def test_layer_in_pycaffe_serves_the_sampler_batches(coded_db, tmp_path):
-    given = {'source': coded_db, 'batch_size': 2, 'crop_size': 33, 'label_size': 5, 'depth_sizes': [9],
-             'flip': True, 'seed': 11, 'mean': list(MEAN_BGR)}
+    given = {
+        'source': coded_db,
+        'batch_size': 2,
+        'crop_size': 33,
+        'label_size': 5,
+        'depth_sizes': [9],
+        'flip': True,
+        'seed': 11,
+        'mean': list(MEAN_BGR),
+    }
     net = caffe.Net(layer_net(tmp_path / 'net.prototxt', json.dumps(given), ['data', 'label', 'depth']), caffe.TRAIN)
     expected = CropSampler(open_database(coded_db), parse_param_str(json.dumps(given))).batches()
     for _ in range(3):
@@ -184,10 +207,19 @@ def test_layer_in_pycaffe_serves_the_sampler_batches(coded_db, tmp_path):
 
 
 def test_layer_trains_through_the_caffe_command_line(coded_db, tmp_path):
-    param_str = json.dumps({'source': coded_db, 'batch_size': 2, 'crop_size': 33, 'label_size': 5,
-                            'depth_sizes': [9], 'seed': 1, 'mean': list(MEAN_BGR)})
+    param_str = json.dumps(
+        {
+            'source': coded_db,
+            'batch_size': 2,
+            'crop_size': 33,
+            'label_size': 5,
+            'depth_sizes': [9],
+            'seed': 1,
+            'mean': list(MEAN_BGR),
+        }
+    )
     net = tmp_path / 'train.prototxt'
-    net.write_text(f'''name: "tiny"
+    net.write_text(f"""name: "tiny"
 layer {{ name: "data" type: "Python" top: "data" top: "label" top: "depth"
   python_param {{ module: "data_prep.layers" layer: "HybridData" param_str: '{param_str}' }} }}
 layer {{ name: "score" type: "Convolution" bottom: "data" top: "score"
@@ -197,10 +229,12 @@ layer {{ name: "loss_seg" type: "SoftmaxWithLoss" bottom: "score" bottom: "label
 layer {{ name: "pred" type: "Convolution" bottom: "data" top: "pred"
   convolution_param {{ num_output: 1 kernel_size: 1 stride: 4 weight_filler {{ type: "gaussian" std: 0.01 }} }} }}
 layer {{ name: "loss_depth_abs" type: "EuclideanLoss" bottom: "pred" bottom: "depth" top: "loss_depth_abs" }}
-''')
+""")
     solver = tmp_path / 'solver.prototxt'
-    solver.write_text(f'net: "{net}"\nbase_lr: 1e-9\nlr_policy: "fixed"\nmax_iter: 3\ndisplay: 1\n'
-                      f'snapshot_prefix: "{tmp_path}/snap"\nsolver_mode: CPU\n')
+    solver.write_text(
+        f'net: "{net}"\nbase_lr: 1e-9\nlr_policy: "fixed"\nmax_iter: 3\ndisplay: 1\n'
+        f'snapshot_prefix: "{tmp_path}/snap"\nsolver_mode: CPU\n'
+    )
     for command in (['train', '-solver', str(solver)], ['time', '-model', str(net), '-iterations', '2']):
         out = subprocess.run([CAFFE_CLI, *command], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-3000:]

@@ -1,4 +1,5 @@
 """data_prep.matlab: v7.3 (HDF5, column-major, references) and v5 files, written and read back."""
+
 import h5py
 import numpy as np
 import pytest
@@ -14,10 +15,10 @@ def test_v73_numeric_arrays_are_stored_transposed_and_read_back_by_transpose(tmp
     array = np.arange(24, dtype=np.uint16).reshape(2, 3, 4) * 7 + 1
     matlab.write_v73(path, {'a': array, 'v': np.array([1.5, 2.5, 3.5])})
     with h5py.File(path, 'r') as f:
-        assert f['a'].shape == (4, 3, 2)            # as h5py sees it: dimensions reversed
+        assert f['a'].shape == (4, 3, 2)  # as h5py sees it: dimensions reversed
         assert f['a'][3, 1, 0] == array[0, 1, 3]
         assert f['a'].attrs['MATLAB_class'] == b'uint16'
-        assert f['v'].shape == (3, 1)               # a 1 x 3 row vector
+        assert f['v'].shape == (3, 1)  # a 1 x 3 row vector
         np.testing.assert_array_equal(matlab.matlab_array(f['a']), array)
         assert not np.array_equal(f['a'][()].reshape(2, 3, 4), array)
 
@@ -37,12 +38,17 @@ def test_v73_file_has_the_matlab_header_in_a_512_byte_userblock(tmp_path):
 def test_v73_cells_and_struct_arrays_are_object_references(tmp_path):
     path = tmp_path / 's.mat'
     maps = [np.arange(6.0).reshape(2, 3), np.arange(12.0).reshape(4, 3)]
-    matlab.write_v73(path, {'names': ['wall', 'floor mat'],
-                            'S': matlab.StructArray([{'seglabel': m, 'tag': f'n{i}'} for i, m in enumerate(maps)])})
+    matlab.write_v73(
+        path,
+        {
+            'names': ['wall', 'floor mat'],
+            'S': matlab.StructArray([{'seglabel': m, 'tag': f'n{i}'} for i, m in enumerate(maps)]),
+        },
+    )
     with matlab.open_v73(path) as f:
         assert matlab.read_cell_strings(f, 'names') == ['wall', 'floor mat']
         assert f['S'].attrs['MATLAB_class'] == b'struct'
-        assert f['S/seglabel'].shape == (2, 1)      # 1 x 2 struct array, transposed
+        assert f['S/seglabel'].shape == (2, 1)  # 1 x 2 struct array, transposed
         refs = matlab.read_references(f, 'S/seglabel', count=2)
         for ref, expected in zip(refs, maps):
             np.testing.assert_array_equal(matlab.matlab_array(matlab.dereference(f, ref, 'x')), expected)
@@ -71,8 +77,14 @@ def test_open_v73_names_the_file_and_the_fault(tmp_path):
 
 def test_v5_round_trip_of_structs_cells_and_vectors(tmp_path):
     path = tmp_path / 'm.mat'
-    matlab.write_v5(path, {'S': matlab.StructArray([{'p': '/a/b', 'K': np.eye(3)}, {'p': '/c', 'K': np.ones((3, 3))}]),
-                           'c': ['x', 'yz'], 'n': np.array([[3.0], [1.0]])})
+    matlab.write_v5(
+        path,
+        {
+            'S': matlab.StructArray([{'p': '/a/b', 'K': np.eye(3)}, {'p': '/c', 'K': np.ones((3, 3))}]),
+            'c': ['x', 'yz'],
+            'n': np.array([[3.0], [1.0]]),
+        },
+    )
     content = matlab.load_v5(path, ['S', 'c', 'n'])
     entries = matlab.as_list(content['S'])
     assert [e.p for e in entries] == ['/a/b', '/c']

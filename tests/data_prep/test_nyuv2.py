@@ -1,4 +1,5 @@
 """data_prep.nyuv2: transposes, the 894 -> 40 mapping, the sample read back exactly, bad input."""
+
 import os
 import shutil
 
@@ -10,7 +11,7 @@ from data_prep import matlab, nyuv2, sample_nyuv2
 from data_prep.__main__ import main as cli
 from data_prep.errors import DataError
 
-H, W, N = 5, 7, 3   # tiny, non-square: a missed transpose changes the shape, a reshape the content
+H, W, N = 5, 7, 3  # tiny, non-square: a missed transpose changes the shape, a reshape the content
 
 
 def tiny_arrays():
@@ -23,14 +24,16 @@ def tiny_arrays():
 
 
 def tiny_mapping():
-    return np.arange(894) % 40 + 1.0   # raw id k -> class ((k - 1) % 40) + 1
+    return np.arange(894) % 40 + 1.0  # raw id k -> class ((k - 1) % 40) + 1
 
 
 def write_tiny(root, arrays=None, train=(1, 3), test=(2,), map_class=None, class_names=nyuv2.CLASS_NAMES):
     os.makedirs(root, exist_ok=True)
     matlab.write_v73(os.path.join(root, nyuv2.LABELED_FILE), arrays or tiny_arrays())
-    matlab.write_v5(os.path.join(root, nyuv2.SPLITS_FILE),
-                    {'trainNdxs': np.array(train, float).reshape(-1, 1), 'testNdxs': np.array(test, float).reshape(-1, 1)})
+    matlab.write_v5(
+        os.path.join(root, nyuv2.SPLITS_FILE),
+        {'trainNdxs': np.array(train, float).reshape(-1, 1), 'testNdxs': np.array(test, float).reshape(-1, 1)},
+    )
     mapping = {'mapClass': tiny_mapping() if map_class is None else map_class}
     if class_names is not None:
         mapping['className'] = list(class_names)
@@ -52,10 +55,11 @@ def sample(tmp_path_factory):
 # --------------------------------------------------------------------------------------
 # Reading
 
+
 def test_tiny_file_is_transposed_not_reshaped(tiny):
     arrays = tiny_arrays()
     with h5py.File(os.path.join(tiny, nyuv2.LABELED_FILE), 'r') as f:
-        assert f['images'].shape == (N, 3, W, H)   # as h5py sees the real file: (1449, 3, 640, 480)
+        assert f['images'].shape == (N, 3, W, H)  # as h5py sees the real file: (1449, 3, 640, 480)
     assert nyuv2.list_records(tiny, 'train') == ['0001', '0003']
     assert nyuv2.list_records(tiny, 'test') == ['0002']
     for key in ('0001', '0002', '0003'):
@@ -65,7 +69,7 @@ def test_tiny_file_is_transposed_not_reshaped(tiny):
         np.testing.assert_array_equal(record.image, arrays['images'][..., i])
         np.testing.assert_array_equal(record.depth, arrays['depths'][..., i])
         raw = arrays['labels'][..., i].astype(int)
-        expected = np.where(raw == 0, 255, (raw - 1) % 40)   # mapClass then the shift to 0..39
+        expected = np.where(raw == 0, 255, (raw - 1) % 40)  # mapClass then the shift to 0..39
         np.testing.assert_array_equal(record.label, expected)
     assert (arrays['labels'] == 0).any()
 
@@ -92,7 +96,7 @@ def test_sample_files_have_the_official_structure(sample):
         assert (f['depths'].shape, f['depths'].dtype) == ((4, 640, 480), np.float32)
         assert (f['labels'].shape, f['labels'].dtype) == ((4, 640, 480), np.uint16)
         assert f['labels'].attrs['MATLAB_class'] == b'uint16' and f['depths'].attrs['MATLAB_class'] == b'single'
-        assert matlab.read_cell_strings(f, 'names')[20] == 'wall'   # raw id 21
+        assert matlab.read_cell_strings(f, 'names')[20] == 'wall'  # raw id 21
     content = matlab.load_v5(os.path.join(root, nyuv2.MAPPING_FILE), ['mapClass', 'className'])
     assert content['mapClass'].shape == (894,) and list(content['className']) == nyuv2.CLASS_NAMES
 
@@ -113,10 +117,13 @@ def test_convert_then_export_record_gives_back_the_sample(sample, tmp_path):
 # --------------------------------------------------------------------------------------
 # Bad input: each names the file and the fault
 
+
 def test_missing_files(tiny):
-    for rel, call in ((nyuv2.MAPPING_FILE, lambda: nyuv2.load_record(tiny, 'train', '0001')),
-                      (nyuv2.SPLITS_FILE, lambda: nyuv2.list_records(tiny, 'train')),
-                      (nyuv2.LABELED_FILE, lambda: nyuv2.list_records(tiny, 'train'))):
+    for rel, call in (
+        (nyuv2.MAPPING_FILE, lambda: nyuv2.load_record(tiny, 'train', '0001')),
+        (nyuv2.SPLITS_FILE, lambda: nyuv2.list_records(tiny, 'train')),
+        (nyuv2.LABELED_FILE, lambda: nyuv2.list_records(tiny, 'train')),
+    ):
         os.remove(os.path.join(tiny, rel))
         with pytest.raises(DataError, match='missing file') as err:
             call()
@@ -136,17 +143,20 @@ def test_label_id_beyond_the_894_names(tmp_path):
     arrays = tiny_arrays()
     arrays['labels'][2, 3, 1] = 900
     root = write_tiny(str(tmp_path), arrays)
-    nyuv2.load_record(root, 'train', '0001')   # image 1 is fine
+    nyuv2.load_record(root, 'train', '0001')  # image 1 is fine
     with pytest.raises(DataError, match="label id 900 not in the dataset's table") as err:
         nyuv2.load_record(root, 'test', '0002')
     assert nyuv2.LABELED_FILE in err.value.path and 'image 2' in err.value.path
 
 
-@pytest.mark.parametrize('change, fault', [
-    (lambda m: m.__setitem__(10, 41), "'mapClass' entry 11 = 41 out of range 1..40"),
-    (lambda m: m.__setitem__(3, 0), "'mapClass' entry 4 = 0 out of range 1..40"),
-    (lambda m: m.__setitem__(3, 2.5), 'not whole numbers'),
-])
+@pytest.mark.parametrize(
+    'change, fault',
+    [
+        (lambda m: m.__setitem__(10, 41), "'mapClass' entry 11 = 41 out of range 1..40"),
+        (lambda m: m.__setitem__(3, 0), "'mapClass' entry 4 = 0 out of range 1..40"),
+        (lambda m: m.__setitem__(3, 2.5), 'not whole numbers'),
+    ],
+)
 def test_mapping_out_of_range(tmp_path, change, fault):
     mapping = tiny_mapping()
     change(mapping)
@@ -165,7 +175,7 @@ def test_mapping_of_the_wrong_length_or_with_other_class_names(tmp_path):
     root = write_tiny(str(tmp_path / 'b'), class_names=names)
     with pytest.raises(DataError, match="'className' 24 is 'refrigerator', expected 'refridgerator'"):
         nyuv2.load_record(root, 'train', '0001')
-    root = write_tiny(str(tmp_path / 'c'), class_names=None)   # names absent: nothing to check
+    root = write_tiny(str(tmp_path / 'c'), class_names=None)  # names absent: nothing to check
     assert nyuv2.load_record(root, 'train', '0001').label.shape == (H, W)
 
 
@@ -180,12 +190,14 @@ def test_nan_or_negative_depth(tmp_path, value, fault):
 
 
 def test_truncated_mat_files(tiny):
-    for rel, call in ((nyuv2.LABELED_FILE, lambda: nyuv2.load_record(tiny, 'train', '0001')),
-                      (nyuv2.SPLITS_FILE, lambda: nyuv2.list_records(tiny, 'train')),
-                      (nyuv2.MAPPING_FILE, lambda: nyuv2.load_record(tiny, 'train', '0001'))):
+    for rel, call in (
+        (nyuv2.LABELED_FILE, lambda: nyuv2.load_record(tiny, 'train', '0001')),
+        (nyuv2.SPLITS_FILE, lambda: nyuv2.list_records(tiny, 'train')),
+        (nyuv2.MAPPING_FILE, lambda: nyuv2.load_record(tiny, 'train', '0001')),
+    ):
         path = os.path.join(tiny, rel)
         data = open(path, 'rb').read()
-        open(path, 'wb').write(data[:len(data) // 2])
+        open(path, 'wb').write(data[: len(data) // 2])
         with pytest.raises(DataError, match='truncated') as err:
             call()
         assert err.value.path == path
@@ -198,7 +210,7 @@ def test_wrong_structure(tmp_path):
     with pytest.raises(DataError, match="variable 'depths' missing"):
         nyuv2.list_records(write_tiny(str(tmp_path / 'a'), arrays), 'train')
     arrays = tiny_arrays()
-    arrays['images'] = arrays['images'][..., 0, :]   # H x W x N: no colour axis
+    arrays['images'] = arrays['images'][..., 0, :]  # H x W x N: no colour axis
     with pytest.raises(DataError, match="'images' has shape .* expected 4 dimensions"):
         nyuv2.list_records(write_tiny(str(tmp_path / 'b'), arrays), 'train')
     arrays = tiny_arrays()
@@ -212,8 +224,10 @@ def test_wrong_structure(tmp_path):
         nyuv2.list_records(root, 'train')
 
 
-@pytest.mark.parametrize('train, fault', [((1, 4), "'trainNdxs' entry 2 = 4 out of range 1..3"),
-                                          ((0, 2), "'trainNdxs' entry 1 = 0 out of range 1..3")])
+@pytest.mark.parametrize(
+    'train, fault',
+    [((1, 4), "'trainNdxs' entry 2 = 4 out of range 1..3"), ((0, 2), "'trainNdxs' entry 1 = 0 out of range 1..3")],
+)
 def test_split_indices_out_of_range(tmp_path, train, fault):
     root = write_tiny(str(tmp_path), train=train)
     with pytest.raises(DataError, match=fault) as err:

@@ -1,4 +1,5 @@
 """data_prep.sunrgbd: the sample in the official layout read back exactly, depth decoding, bad input."""
+
 import os
 import shutil
 
@@ -49,6 +50,7 @@ def rewrite_seglabels(root, change):
 # --------------------------------------------------------------------------------------
 # The sample, read back
 
+
 def test_sample_reads_back_as_drawn(sample):
     root, truth = sample
     sizes = set()
@@ -60,11 +62,11 @@ def test_sample_reads_back_as_drawn(sample):
             np.testing.assert_array_equal(record.label, drawn.label)
             np.testing.assert_array_equal(record.depth, drawn.depth)
             assert record.image.shape == drawn.image.shape and record.image.dtype == np.uint8
-            assert np.abs(record.image.astype(int) - drawn.image).mean() < 4   # JPEG, quality 95
+            assert np.abs(record.image.astype(int) - drawn.image).mean() < 4  # JPEG, quality 95
             assert record.depth.dtype == np.float32 and record.label.dtype == np.uint8
             assert os.path.join(root, key) in record.sources
             sizes.add(record.image.shape[:2])
-    assert len(sizes) == 4   # one frame per sensor, each its own (non-square) size
+    assert len(sizes) == 4  # one frame per sensor, each its own (non-square) size
     assert all(h != w for h, w in sizes)
     depths = np.concatenate([r.depth.ravel() for t in truth.values() for r in t.values()])
     assert (depths == 0).any() and (depths == 10.0).any() and ((depths > 8.2) & (depths < 10)).any()
@@ -83,7 +85,7 @@ def test_labels_are_the_seglabel_ids_shifted_with_unlabeled_ignored(sample):
 
 def test_depth_decoding_rotates_three_bits_and_caps_at_10_m():
     millimetres = np.array([[0, 1234, 5000, 9999, 10001, 57345]], np.uint16)
-    raw = ((millimetres.astype(np.uint32) << 3) | (millimetres >> 13)) & 0xFFFF   # rotate left by 3
+    raw = ((millimetres.astype(np.uint32) << 3) | (millimetres >> 13)) & 0xFFFF  # rotate left by 3
     depth = sunrgbd.decode_depth(raw.astype(np.uint16))
     assert depth.dtype == np.float32
     np.testing.assert_allclose(depth, [[0.0, 1.234, 5.0, 9.999, 10.0, 10.0]], atol=1e-6)
@@ -121,6 +123,7 @@ def test_convert_then_export_record_gives_back_the_sample(sample, tmp_path):
 # --------------------------------------------------------------------------------------
 # Bad input: each names the file and the fault
 
+
 def test_missing_image_depth_or_label_file(copy):
     key = first_key(copy)
     frame = frame_of(copy, key)
@@ -145,7 +148,7 @@ def test_truncated_png_and_jpeg(copy):
     for rel in (frame.depth, frame.rgb):
         path = os.path.join(copy, rel)
         data = open(path, 'rb').read()
-        open(path, 'wb').write(data[:len(data) // 2])
+        open(path, 'wb').write(data[: len(data) // 2])
         with pytest.raises(DataError, match='truncated or corrupt') as err:
             sunrgbd.load_record(copy, 'train', key)
         assert err.value.path == path
@@ -179,8 +182,11 @@ def test_label_id_outside_the_37_classes(copy):
     key = first_key(copy)
     index = frame_of(copy, key).index
 
-    for value, fault in ((38, "label id 38 not in the dataset's table"), (-1, 'label id -1 not'),
-                         (2.5, 'not whole numbers')):
+    for value, fault in (
+        (38, "label id 38 not in the dataset's table"),
+        (-1, 'label id -1 not'),
+        (2.5, 'not whole numbers'),
+    ):
         rewrite_seglabels(copy, lambda maps: maps[index - 1].__setitem__((5, 7), value))
         with pytest.raises(DataError, match=fault) as err:
             sunrgbd.load_record(copy, 'train', key)
@@ -188,12 +194,14 @@ def test_label_id_outside_the_37_classes(copy):
 
 
 def test_truncated_mat_files(copy):
-    for rel, call in ((sunrgbd.SEG_FILE, lambda: sunrgbd.load_record(copy, 'train', first_key(copy))),
-                      (sunrgbd.META_FILE, lambda: sunrgbd.list_records(copy, 'train')),
-                      (sunrgbd.SPLIT_FILE, lambda: sunrgbd.list_records(copy, 'test'))):
+    for rel, call in (
+        (sunrgbd.SEG_FILE, lambda: sunrgbd.load_record(copy, 'train', first_key(copy))),
+        (sunrgbd.META_FILE, lambda: sunrgbd.list_records(copy, 'train')),
+        (sunrgbd.SPLIT_FILE, lambda: sunrgbd.list_records(copy, 'test')),
+    ):
         path = os.path.join(copy, rel)
         data = open(path, 'rb').read()
-        open(path, 'wb').write(data[:len(data) // 3])
+        open(path, 'wb').write(data[: len(data) // 3])
         with pytest.raises(DataError) as err:
             call()
         assert err.value.path == path and ('truncated' in err.value.fault or 'corrupt' in err.value.fault)
@@ -206,13 +214,15 @@ def test_wrong_structure_mat_files(copy):
     with pytest.raises(DataError, match="variable 'alltest' missing"):
         sunrgbd.list_records(copy, 'test')
     seg_path = os.path.join(copy, sunrgbd.SEG_FILE)
-    key = sunrgbd.list_records(copy, 'train')[0]   # NYU0001, the one frame alltrain still lists
+    key = sunrgbd.list_records(copy, 'train')[0]  # NYU0001, the one frame alltrain still lists
     rewrite_seglabels(copy, lambda maps: maps.pop())
     with pytest.raises(DataError, match='has 3 elements, expected 4') as err:
         sunrgbd.load_record(copy, 'train', key)
     assert err.value.path == seg_path
     meta_path = os.path.join(copy, sunrgbd.META_FILE)
-    matlab.write_v5(meta_path, {'SUNRGBDMeta': matlab.StructArray([{'depthpath': '/n/fs/sun3d/data/SUNRGBD/a/depth/x.png'}])})
+    matlab.write_v5(
+        meta_path, {'SUNRGBDMeta': matlab.StructArray([{'depthpath': '/n/fs/sun3d/data/SUNRGBD/a/depth/x.png'}])}
+    )
     with pytest.raises(DataError, match="SUNRGBDMeta\\(1\\) has no 'rgbpath' path") as err:
         sunrgbd.list_records(copy, 'train')
     assert err.value.path == meta_path

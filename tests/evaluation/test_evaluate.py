@@ -1,4 +1,5 @@
 """tools.evaluate end to end on small colour-coded deploy nets (real Caffe)."""
+
 import csv
 import json
 
@@ -25,8 +26,18 @@ def cityscapes_run(colour_net, tmp_path_factory):
     # 400 x 700: 2 x 3 overlapping tiles; 300 x 330: padded in height, 2 tiles in width
     database = colour_database([(400, 700), (300, 330)], names=CITY_NAMES)
     out = tmp_path_factory.mktemp('runs') / 'run'
-    results = evaluate('a2', 'cityscapes', weights, 'val', out, deploy=deploy, database=database,
-                       batch_size=4, num_figures=2, progress=False)
+    results = evaluate(
+        'a2',
+        'cityscapes',
+        weights,
+        'val',
+        out,
+        deploy=deploy,
+        database=database,
+        batch_size=4,
+        num_figures=2,
+        progress=False,
+    )
     return out, results
 
 
@@ -46,7 +57,8 @@ def test_run_directory_holds_report_csv_figures_and_official_pngs(cityscapes_run
     assert 'paper Table 4' in report and '0.7483' in report  # Table 4's A2 PP-MVN
     assert '%.2f' % (100 * results['segmentation']['mIoU']) in report
     assert json.loads((out / 'report.json').read_text())['segmentation']['G'] == pytest.approx(
-        results['segmentation']['G'])
+        results['segmentation']['G']
+    )
     with open(out / 'per_image.csv') as f:
         rows = list(csv.DictReader(f))
     assert [row['name'] for row in rows] == CITY_NAMES
@@ -71,8 +83,17 @@ def test_batching_does_not_change_predictions(colour_net):
 def test_resize_mode_predicts_at_the_ground_truth_size(tmp_path):
     deploy, weights = write_colour_net(tmp_path, num_classes=37)
     database = colour_database([(240, 320), (530, 730)])
-    results = evaluate('a2', 'sunrgbd', weights, 'test', tmp_path / 'run', deploy=deploy,
-                       database=database, num_figures=1, progress=False)
+    results = evaluate(
+        'a2',
+        'sunrgbd',
+        weights,
+        'test',
+        tmp_path / 'run',
+        deploy=deploy,
+        database=database,
+        num_figures=1,
+        progress=False,
+    )
     assert results['mode'] == 'resize' and results['split'] == 'test'
     assert results['segmentation']['G'] > 0.9 and results['depth']['per_image']['delta1'] > 0.9
     assert 'paper Table 5' in (tmp_path / 'run' / 'report.md').read_text()
@@ -82,9 +103,19 @@ def test_compare_adds_the_other_runs_column(cityscapes_run, colour_net, tmp_path
     first, _ = cityscapes_run
     deploy, weights = colour_net
     database = colour_database([(400, 700), (300, 330)], names=CITY_NAMES)
-    results = evaluate('deeplab_aspp', 'cityscapes', weights, 'val', tmp_path / 'second', deploy=deploy,
-                       database=database, tasks=['segmentation'], num_figures=2, compare=[first],
-                       progress=False)
+    results = evaluate(
+        'deeplab_aspp',
+        'cityscapes',
+        weights,
+        'val',
+        tmp_path / 'second',
+        deploy=deploy,
+        database=database,
+        tasks=['segmentation'],
+        num_figures=2,
+        compare=[first],
+        progress=False,
+    )
     report = (tmp_path / 'second' / 'report.md').read_text()
     assert 'compared: HybridNet A2 (a2)' in report
     assert results['compared_runs'] == [str(first)]
@@ -94,8 +125,17 @@ def test_compare_adds_the_other_runs_column(cityscapes_run, colour_net, tmp_path
 def test_random_weights_are_marked(colour_net, tmp_path):
     deploy, _ = colour_net
     database = colour_database([(100, 120)], names=CITY_NAMES[:1])
-    results = evaluate('a2', 'cityscapes', None, 'val', tmp_path / 'run', deploy=deploy, database=database,
-                       num_figures=0, progress=False)
+    results = evaluate(
+        'a2',
+        'cityscapes',
+        None,
+        'val',
+        tmp_path / 'run',
+        deploy=deploy,
+        database=database,
+        num_figures=0,
+        progress=False,
+    )
     assert results['random_weights'] and 'Random weights' in (tmp_path / 'run' / 'report.md').read_text()
 
 

@@ -1,4 +1,5 @@
 """tools.evaluate on bad input: a clear message, and never a partial run presented as complete."""
+
 import caffe
 import numpy as np
 import pytest
@@ -23,8 +24,16 @@ def run(tmp_path, deploy, weights, database=None, **options):
     database = database if database is not None else colour_database([(64, 96)], names=NAMES[:1])
     options.setdefault('progress', False)
     options.setdefault('num_figures', 0)
-    return evaluate('a2', options.pop('dataset', 'cityscapes'), weights, None, tmp_path / 'run', deploy=deploy,
-                    database=database, **options)
+    return evaluate(
+        'a2',
+        options.pop('dataset', 'cityscapes'),
+        weights,
+        None,
+        tmp_path / 'run',
+        deploy=deploy,
+        database=database,
+        **options,
+    )
 
 
 def test_weights_missing_a_layer(colour_net, tmp_path):
@@ -37,8 +46,11 @@ def test_weights_missing_a_layer(colour_net, tmp_path):
 def test_weights_of_another_shape(colour_net, tmp_path):
     deploy, _ = colour_net
     _, five_class_weights = write_colour_net(tmp_path, name='five', num_classes=5)
-    with pytest.raises(EvaluationError, match=r'other shapes: score: file \[\(5, 3, 1, 1\), \(5,\)\], '
-                                              r'net \[\(19, 3, 1, 1\), \(19,\)\]'):
+    with pytest.raises(
+        EvaluationError,
+        match=r'other shapes: score: file \[\(5, 3, 1, 1\), \(5,\)\], '
+        r'net \[\(19, 3, 1, 1\), \(19,\)\]',
+    ):
         run(tmp_path, deploy, five_class_weights)
 
 
@@ -59,8 +71,11 @@ def test_fixed_layers_may_be_absent_from_the_weights_and_are_filled(tmp_path):
     n.data = L.Input(shape=dict(dim=[1, 3, 321, 321]))
     n.pool8 = L.Pooling(n.data, pool=1, kernel_size=8, stride=8)
     n.coarse = L.Convolution(n.pool8, num_output=1, kernel_size=1)
-    n.depth = L.Deconvolution(n.coarse, name='fixed_up2_depth', convolution_param=dict(
-        num_output=1, kernel_size=3, stride=2, pad=1, group=1, bias_term=False))
+    n.depth = L.Deconvolution(
+        n.coarse,
+        name='fixed_up2_depth',
+        convolution_param=dict(num_output=1, kernel_size=3, stride=2, pad=1, group=1, bias_term=False),
+    )
     deploy = tmp_path / 'deploy.prototxt'
     deploy.write_text(str(n.to_proto()))
     net = caffe.Net(str(deploy), caffe.TEST)
@@ -72,8 +87,9 @@ def test_fixed_layers_may_be_absent_from_the_weights_and_are_filled(tmp_path):
     model.layer.extend(kept)
     (tmp_path / 'learned_only.caffemodel').write_bytes(model.SerializeToString())
     loaded = load_net(deploy, tmp_path / 'learned_only.caffemodel')
-    np.testing.assert_array_equal(loaded.params['fixed_up2_depth'][0].data[0, 0],
-                                  np.outer([.5, 1, .5], [.5, 1, .5]))
+    np.testing.assert_array_equal(
+        loaded.params['fixed_up2_depth'][0].data[0, 0], np.outer([0.5, 1, 0.5], [0.5, 1, 0.5])
+    )
 
 
 def test_official_scorer_outside_cityscapes_segmentation(colour_net, tmp_path):
@@ -86,8 +102,11 @@ def test_official_scorer_outside_cityscapes_segmentation(colour_net, tmp_path):
 
 def test_net_without_the_requested_head(tmp_path):
     deploy, weights = write_colour_net(tmp_path, depth=False)
-    with pytest.raises(EvaluationError, match="net a2 has no 'depth' output: it does not do depth "
-                                              r"\(it does: segmentation\)"):
+    with pytest.raises(
+        EvaluationError,
+        match="net a2 has no 'depth' output: it does not do depth "
+        r'\(it does: segmentation\)',
+    ):
         run(tmp_path, deploy, weights, tasks=['depth'])
 
 
@@ -118,8 +137,11 @@ def test_a_failure_mid_run_leaves_no_run_directory(colour_net, tmp_path):
     database = colour_database([(64, 96), (64, 96)], names=NAMES)
     broken = database.records[1]
     database.records[1] = broken._replace(label=broken.label[:10])  # label of another size
-    with pytest.raises(EvaluationError, match='record 1 .frankfurt_000001_007973.: prediction shape '
-                                              r'\(64, 96\) differs from ground truth shape \(10, 96\)'):
+    with pytest.raises(
+        EvaluationError,
+        match='record 1 .frankfurt_000001_007973.: prediction shape '
+        r'\(64, 96\) differs from ground truth shape \(10, 96\)',
+    ):
         run(tmp_path, deploy, weights, database)
     assert not list(tmp_path.glob('run*')) and not list(tmp_path.glob('.run*'))
 
@@ -136,8 +158,20 @@ def test_an_existing_run_directory_is_kept_unless_overwrite(colour_net, tmp_path
 
 
 def test_command_line_reports_errors_without_traceback(tmp_path, capsys):
-    code = main(['--net', 'a2', '--dataset', 'cityscapes', '--random-weights', '--quiet',
-                 '--db', str(tmp_path / 'absent_db'), '--out', str(tmp_path / 'run')])
+    code = main(
+        [
+            '--net',
+            'a2',
+            '--dataset',
+            'cityscapes',
+            '--random-weights',
+            '--quiet',
+            '--db',
+            str(tmp_path / 'absent_db'),
+            '--out',
+            str(tmp_path / 'run'),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith('error: %s: missing database' % (tmp_path / 'absent_db')) and 'Traceback' not in err

@@ -5,6 +5,7 @@ The scorer runs unchanged on labelId PNGs in the official layout and naming: gro
 `getPrediction` (pattern `<city>_<seq>_<frame>*.png`). It accepts any image size as long as
 prediction and ground truth agree, so the images here are small.
 """
+
 import math
 
 import numpy as np
@@ -13,8 +14,8 @@ from cityscapesscripts.helpers.labels import labels, trainId2label
 from PIL import Image
 
 from tests.support.colour_net import colour_database, write_colour_net
-from tools.evaluation.run import evaluate, save_cityscapes_prediction
 from tools.evaluation.metrics import SegmentationMeter, official_cityscapes_scores
+from tools.evaluation.run import evaluate, save_cityscapes_prediction
 
 FRAMES = ['frankfurt_000000_000294', 'frankfurt_000001_007973', 'munster_000042_000019']
 LABEL_IDS = np.array([label.id for label in labels if label.id >= 0])
@@ -86,8 +87,19 @@ def test_evaluator_writes_pngs_the_official_scorer_reads_and_agrees(tmp_path):
         Image.fromarray(LABEL_ID_OF[record.label]).save(path)
         record.sources.append(str(path.relative_to(tmp_path)))
     database.manifest['source_root'] = str(tmp_path)
-    results = evaluate('a2', 'cityscapes', weights, 'val', tmp_path / 'run', deploy=deploy, database=database,
-                       tasks=['segmentation'], num_figures=0, official_scorer=True, progress=False)
+    results = evaluate(
+        'a2',
+        'cityscapes',
+        weights,
+        'val',
+        tmp_path / 'run',
+        deploy=deploy,
+        database=database,
+        tasks=['segmentation'],
+        num_figures=0,
+        official_scorer=True,
+        progress=False,
+    )
     assert results['official_cityscapes']['mIoU'] == pytest.approx(results['segmentation']['mIoU'], abs=1e-12)
     assert results['segmentation']['mIoU'] > 0.8
     assert 'Official `cityscapesscripts` scorer' in (tmp_path / 'run' / 'report.md').read_text()

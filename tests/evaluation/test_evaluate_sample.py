@@ -1,6 +1,7 @@
 """The evaluator's command line on a real converted database: data_prep's Cityscapes sample
 (official layout, 1024 x 2048) -> converter -> `python -m tools.evaluate` with the official
 scorer run on the sample's own gtFine files."""
+
 import csv
 import json
 import math
@@ -17,8 +18,10 @@ from tools.evaluation.metrics import DEPTH_KEYS
 @pytest.fixture(scope='module')
 def cityscapes_val(tmp_path_factory):
     root, out = tmp_path_factory.mktemp('cityscapes'), tmp_path_factory.mktemp('db')
-    for command in (['sample', '--dataset', 'cityscapes', '--out', str(root), '--count', '1'],
-                    ['cityscapes', '--root', str(root), '--out', str(out), '--splits', 'val']):
+    for command in (
+        ['sample', '--dataset', 'cityscapes', '--out', str(root), '--count', '1'],
+        ['cityscapes', '--root', str(root), '--out', str(out), '--splits', 'val'],
+    ):
         subprocess.run([sys.executable, '-m', 'data_prep'] + command, check=True, capture_output=True)
     return out / 'val'
 
@@ -26,9 +29,26 @@ def cityscapes_val(tmp_path_factory):
 def test_command_line_on_a_converted_sample(cityscapes_val, tmp_path, capsys):
     deploy, weights = write_colour_net(tmp_path)
     run_dir = tmp_path / 'run'
-    code = main(['--net', 'a2', '--dataset', 'cityscapes', '--weights', str(weights), '--prototxt', str(deploy),
-                 '--db', str(cityscapes_val), '--out', str(run_dir), '--official-scorer', '--figures', '1',
-                 '--quiet'])
+    code = main(
+        [
+            '--net',
+            'a2',
+            '--dataset',
+            'cityscapes',
+            '--weights',
+            str(weights),
+            '--prototxt',
+            str(deploy),
+            '--db',
+            str(cityscapes_val),
+            '--out',
+            str(run_dir),
+            '--official-scorer',
+            '--figures',
+            '1',
+            '--quiet',
+        ]
+    )
     assert code == 0
     assert 'report: %s' % (run_dir / 'report.md') in capsys.readouterr().out
     results = json.loads((run_dir / 'report.json').read_text())

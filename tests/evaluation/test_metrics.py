@@ -1,11 +1,19 @@
 """tools.metrics: hand-computed cases for every metric (paper L388-393, Table 3)."""
+
 import math
 
 import numpy as np
 import pytest
 
-from tools.evaluation.metrics import (DEPTH_EPSILON, DEPTH_KEYS, DepthMeter, SegmentationMeter, confusion_matrix,
-                           depth_scores, depth_sums)
+from tools.evaluation.metrics import (
+    DEPTH_EPSILON,
+    DEPTH_KEYS,
+    DepthMeter,
+    SegmentationMeter,
+    confusion_matrix,
+    depth_scores,
+    depth_sums,
+)
 
 # --- segmentation -------------------------------------------------------------------
 
@@ -87,6 +95,7 @@ def test_bad_segmentation_input_is_refused():
 
 # --- depth ----------------------------------------------------------------------------
 
+
 def scores_of(pred, gt):
     return depth_scores(depth_sums(np.array(pred, float), np.array(gt, float)))
 
@@ -110,9 +119,9 @@ def test_ard_srd_rmse_by_hand():
 
 def test_log_metrics_by_hand():
     # g = ln d - ln d* = 1, 3
-    scores = scores_of([math.e, math.e ** 3], [1, 1])
+    scores = scores_of([math.e, math.e**3], [1, 1])
     assert scores['rmse_log'] == pytest.approx(math.sqrt((1 + 9) / 2))
-    assert scores['sie'] == pytest.approx(math.sqrt((1 + 9) / 2 - 2 ** 2))  # = 1
+    assert scores['sie'] == pytest.approx(math.sqrt((1 + 9) / 2 - 2**2))  # = 1
     assert scores['sie_table3'] == pytest.approx(((1 + 2) ** 2 + (3 + 2) ** 2) / 2)  # = 17
 
 

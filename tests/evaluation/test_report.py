@@ -1,4 +1,5 @@
 """tools.report (paper-layout tables) and tools.figures (palettes, colouring, `--compare`)."""
+
 import json
 import math
 
@@ -11,28 +12,57 @@ from tests.support.colour_net import colour_database, write_colour_net
 from tools import report as report_cli
 from tools.core import ToolError
 from tools.evaluation import figures, report
-from tools.evaluation.run import evaluate
 from tools.evaluation.metrics import DEPTH_KEYS
+from tools.evaluation.run import evaluate
 
 
 def fake_results(dataset='cityscapes', net='a1', segmentation=True, depth=True, **extra):
     num_classes = {'cityscapes': 19, 'sunrgbd': 37, 'nyuv2': 40}[dataset]
-    results = {'net': net, 'dataset': dataset, 'split': 'val', 'weights': 'w.caffemodel', 'random_weights': False,
-               'deploy': 'deploy.prototxt', 'database': 'db', 'images': 3, 'images_in_split': 3, 'mode': 'tiles',
-               'batch_size': 7, 'resize_interpolation': None, 'max_depth': None, 'seconds': 6.0,
-               'images_per_second': 0.5, 'device': 'cpu', 'created': 'now',
-               'class_names': ['class %d' % i for i in range(num_classes)], 'figure_images': [],
-               'figure_indices': []}
+    results = {
+        'net': net,
+        'dataset': dataset,
+        'split': 'val',
+        'weights': 'w.caffemodel',
+        'random_weights': False,
+        'deploy': 'deploy.prototxt',
+        'database': 'db',
+        'images': 3,
+        'images_in_split': 3,
+        'mode': 'tiles',
+        'batch_size': 7,
+        'resize_interpolation': None,
+        'max_depth': None,
+        'seconds': 6.0,
+        'images_per_second': 0.5,
+        'device': 'cpu',
+        'created': 'now',
+        'class_names': ['class %d' % i for i in range(num_classes)],
+        'figure_images': [],
+        'figure_indices': [],
+    }
     if segmentation:
         iou = [0.5] * num_classes
         iou[1] = float('nan')
-        results['segmentation'] = {'G': 0.1234, 'C': 0.5678, 'mIoU': 0.9012, 'iou': iou, 'accuracy': iou,
-                                   'pixels': 100, 'images': 3,
-                                   'confusion': np.eye(num_classes, dtype=int).tolist()}
+        results['segmentation'] = {
+            'G': 0.1234,
+            'C': 0.5678,
+            'mIoU': 0.9012,
+            'iou': iou,
+            'accuracy': iou,
+            'pixels': 100,
+            'images': 3,
+            'confusion': np.eye(num_classes, dtype=int).tolist(),
+        }
     if depth:
         values = dict(zip(DEPTH_KEYS, [0.6133, 0.5, 0.6, 0.7, 0.202, 0.186, 0.682, 0.25, 0.122, 0.01]))
-        results['depth'] = {'pooled': dict(values, ard=0.3), 'per_image': values, 'per_image_std': values,
-                            'images': 3, 'pixels': 1000, 'images_without_valid_depth': 0}
+        results['depth'] = {
+            'pooled': dict(values, ard=0.3),
+            'per_image': values,
+            'per_image_std': values,
+            'images': 3,
+            'pixels': 1000,
+            'images_without_valid_depth': 0,
+        }
     results.update(extra)
     return results
 
@@ -122,5 +152,7 @@ def test_report_command_rewrites_a_run_with_another_runs_column(tmp_path):
     assert Image.open(tmp_path / 'a2' / 'figures' / 'segmentation.png').width > 1.2 * width_before
     results = json.loads((tmp_path / 'a2' / 'report.json').read_text())
     assert results['compared_runs'] == [str(tmp_path / 'aspp')]
-    assert math.isclose(results['segmentation']['mIoU'], json.loads(
-        (tmp_path / 'aspp' / 'report.json').read_text())['segmentation']['mIoU'])  # same weights, same scores
+    assert math.isclose(
+        results['segmentation']['mIoU'],
+        json.loads((tmp_path / 'aspp' / 'report.json').read_text())['segmentation']['mIoU'],
+    )  # same weights, same scores

@@ -1,4 +1,5 @@
 """tools.tiling: tile geometry (paper L349-357), corner-aligned upsampling, merging."""
+
 import math
 
 import numpy as np
@@ -31,7 +32,7 @@ def test_axis_origins_properties(length, tile):
     assert origins[-1] == max(0, length - tile)  # last flush with the border
     covered = np.zeros(max(length, tile), bool)
     for start in origins:
-        covered[start:start + tile] = True
+        covered[start : start + tile] = True
     assert covered[:length].all()
     steps = np.diff(origins)
     assert (steps > 0).all() and (steps <= tile).all()
@@ -65,8 +66,9 @@ def test_upsample_is_corner_aligned_bilinear():
     up = upsample(scores, 321, 321)
     np.testing.assert_array_equal(up[:, ::8, ::8], scores)  # 41 -> 321: pixel i at 8 i
     np.testing.assert_allclose(up[:, 4, 0], (scores[:, 0, 0] + scores[:, 1, 0]) / 2, rtol=1e-6)
-    reference = torch.nn.functional.interpolate(torch.from_numpy(scores)[None], size=(100, 77),
-                                                mode='bilinear', align_corners=True)[0].numpy()
+    reference = torch.nn.functional.interpolate(
+        torch.from_numpy(scores)[None], size=(100, 77), mode='bilinear', align_corners=True
+    )[0].numpy()
     np.testing.assert_allclose(upsample(scores, 100, 77), reference, atol=1e-5)
     depth = rng.random((1, 81, 81), dtype=np.float32)
     np.testing.assert_array_equal(upsample(depth, 321, 321)[:, ::4, ::4], depth)  # 81 -> 321: x4

@@ -1,6 +1,7 @@
 """netgen's files and contracts, read from the protos (no caffe.Net is built here):
 paths, names, byte-stable generation, the data layer's param_str, loss tops, fixed layers,
 deploy blobs and solvers."""
+
 import json
 import os
 import shutil
@@ -12,22 +13,32 @@ import pytest
 import netgen
 from netgen import config, generate, shapes
 from netgen.nets import SPECS, build, recipe
-
 from tests.support import ROOT
-TRAINABLE = list(SPECS)           # a1, a2, deeplab_aspp and the three DepthNet stages
+
+TRAINABLE = list(SPECS)  # a1, a2, deeplab_aspp and the three DepthNet stages
 LOSS_TYPES = ('SoftmaxWithLoss', 'EuclideanLoss')
-PARAM_STR_KEYS = {'source', 'batch_size', 'crop_size', 'train', 'mirror', 'flip', 'mean',
-                  'label_size', 'depth_sizes', 'seed'}                 # docs/DESIGN.md
+PARAM_STR_KEYS = {
+    'source',
+    'batch_size',
+    'crop_size',
+    'train',
+    'mirror',
+    'flip',
+    'mean',
+    'label_size',
+    'depth_sizes',
+    'seed',
+}  # docs/DESIGN.md
 
 EXPECTED_LOSSES = {
     'a1': {'loss_seg': 1000, 'loss_depth_abs': 0.01, 'loss_depth_mvn': 1},
     'a2': {'loss_seg': 1000, 'loss_depth_abs': 0.01, 'loss_depth_mvn': 1},
-    'deeplab_aspp': {'loss_seg': 1000},     # the hybrid configuration (paper L362-365)
+    'deeplab_aspp': {'loss_seg': 1000},  # the hybrid configuration (paper L362-365)
     'depthnet_global': {'loss_global_abs': 0.01, 'loss_global_mvn': 1},
     'depthnet_gradient': {'loss_gradient_mvn': 1},
     'depthnet_refine': {'loss_depth_abs': 0.01, 'loss_depth_mvn': 1},
 }
-EXPECTED_OUTPUTS = {   # deploy net -> {blob: shape without N, K for the class axis}
+EXPECTED_OUTPUTS = {  # deploy net -> {blob: shape without N, K for the class axis}
     'a1': {'seg_prob': ('K', 41, 41), 'depth': (1, 81, 81)},
     'a2': {'seg_prob': ('K', 41, 41), 'depth': (1, 81, 81), 'depth_global': (1, 41, 41)},
     'deeplab_aspp': {'seg_prob': ('K', 41, 41)},
@@ -43,10 +54,10 @@ def consumed(proto):
 
 # --- names and paths --------------------------------------------------------------------
 
+
 def test_names():
     assert netgen.NETS == ('a1', 'a2', 'deeplab_aspp', 'depthnet')
-    assert netgen.STAGES['depthnet'] == ('depthnet_global', 'depthnet_gradient',
-                                         'depthnet_refine')
+    assert netgen.STAGES['depthnet'] == ('depthnet_global', 'depthnet_gradient', 'depthnet_refine')
     assert netgen.DATASETS == ('cityscapes', 'sunrgbd', 'nyuv2')
     assert set(TRAINABLE) == set(netgen.NAMES) - {'depthnet'}
 
@@ -54,26 +65,31 @@ def test_names():
 def test_name_registry():
     """netgen.names is the one place that knows the nets, the stages and the alias."""
     from netgen import names
+
     assert tuple(SPECS) == names.TRAINABLE == tuple(generate.expand(netgen.NETS))
-    assert (generate.NETS, generate.STAGES, generate.expand) == (
-        names.NETS, names.STAGES, names.expand)
+    assert (generate.NETS, generate.STAGES, generate.expand) == (names.NETS, names.STAGES, names.expand)
     assert names.stages('depthnet') == netgen.STAGES['depthnet']
     assert names.stages('a2') == ('a2',)
-    assert [names.deploy_spec_name(n) for n in ('depthnet', 'a2', 'depthnet_global')] == \
-        ['depthnet_refine', 'a2', 'depthnet_global']
+    assert [names.deploy_spec_name(n) for n in ('depthnet', 'a2', 'depthnet_global')] == [
+        'depthnet_refine',
+        'a2',
+        'depthnet_global',
+    ]
     assert [names.deploy_name(n) for n in ('depthnet_refine', 'a2')] == ['depthnet', 'a2']
     assert names.DEPLOY_NETS == tuple(EXPECTED_OUTPUTS)
 
 
 def test_specs_are_frozen_keyword_dataclasses():
     import dataclasses
+
     from netgen.nets import Loss, Recipe, Solver, Spec
+
     for cls in (Loss, Recipe, Solver, Spec):
         assert dataclasses.is_dataclass(cls)
     with pytest.raises(dataclasses.FrozenInstanceError):
         SPECS['a1'].seg = False
     with pytest.raises(TypeError):
-        Loss('seg', 'seg', 'fc8', 'label')                  # keywords only
+        Loss('seg', 'seg', 'fc8', 'label')  # keywords only
     assert SPECS['a2'].depth_gt == (('depth_gt_81', 81),)
     assert SPECS['deeplab_aspp'].depth_gt == ()
     assert [l.gt for l in SPECS['depthnet_gradient'].losses] == ['depth_gt_41']
@@ -81,18 +97,19 @@ def test_specs_are_frozen_keyword_dataclasses():
 
 def test_paths():
     p = netgen.paths('a1', 'cityscapes')
-    assert p == dict(train='prototxt/a1_cityscapes/train.prototxt',
-                     test='prototxt/a1_cityscapes/test.prototxt',
-                     deploy='prototxt/a1_cityscapes/deploy.prototxt',
-                     solver='solvers/a1_cityscapes.prototxt')
+    assert p == dict(
+        train='prototxt/a1_cityscapes/train.prototxt',
+        test='prototxt/a1_cityscapes/test.prototxt',
+        deploy='prototxt/a1_cityscapes/deploy.prototxt',
+        solver='solvers/a1_cityscapes.prototxt',
+    )
     d = netgen.paths('depthnet', 'nyuv2')
     assert d['deploy'] == 'prototxt/depthnet_nyuv2/deploy.prototxt'
     assert list(d['stages']) == list(netgen.STAGES['depthnet'])
     assert d['stages']['depthnet_global']['solver'] == 'solvers/depthnet_global_nyuv2.prototxt'
     assert d['stages']['depthnet_refine']['deploy'] == d['deploy']
     assert d['stages']['depthnet_refine'] == netgen.paths('depthnet_refine', 'nyuv2')
-    assert netgen.paths('a2', 'sunrgbd', root='/r')['train'] == \
-        '/r/prototxt/a2_sunrgbd/train.prototxt'
+    assert netgen.paths('a2', 'sunrgbd', root='/r')['train'] == '/r/prototxt/a2_sunrgbd/train.prototxt'
 
 
 def test_every_path_exists_in_the_repo():
@@ -102,9 +119,14 @@ def test_every_path_exists_in_the_repo():
                 assert os.path.isfile(path), path
 
 
-@pytest.mark.parametrize('call', [lambda: netgen.paths('a3', 'cityscapes'),
-                                  lambda: netgen.paths('a1', 'kitti'),
-                                  lambda: netgen.build('resnet', 'nyuv2', 'deploy')])
+@pytest.mark.parametrize(
+    'call',
+    [
+        lambda: netgen.paths('a3', 'cityscapes'),
+        lambda: netgen.paths('a1', 'kitti'),
+        lambda: netgen.build('resnet', 'nyuv2', 'deploy'),
+    ],
+)
 def test_unknown_names_list_the_valid_ones(call):
     with pytest.raises(ValueError) as e:
         call()
@@ -113,18 +135,15 @@ def test_unknown_names_list_the_valid_ones(call):
 
 
 def test_cli_rejects_unknown_names():
-    for args, valid in ((['--net', 'a3'], netgen.NAMES), (['--dataset', 'kitti'],
-                                                           netgen.DATASETS)):
-        r = subprocess.run([sys.executable, '-m', 'netgen', '--check'] + args, cwd=ROOT,
-                           capture_output=True, text=True)
+    for args, valid in ((['--net', 'a3'], netgen.NAMES), (['--dataset', 'kitti'], netgen.DATASETS)):
+        r = subprocess.run([sys.executable, '-m', 'netgen', '--check'] + args, cwd=ROOT, capture_output=True, text=True)
         assert r.returncode == 2, r.stderr
         assert r.stderr.startswith('error: ') and r.stderr.count('\n') == 1, r.stderr
         assert all(v in r.stderr for v in valid), r.stderr
 
 
 def test_cli_help():
-    r = subprocess.run([sys.executable, '-m', 'netgen', '--help'], cwd=ROOT,
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, '-m', 'netgen', '--help'], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     for word in ('--check', '--net', '--dataset', '--baseline-recipe', '--set', '--print'):
         assert word in r.stdout
@@ -132,13 +151,18 @@ def test_cli_help():
 
 
 def test_cli_print():
-    r = subprocess.run([sys.executable, '-m', 'netgen', '--print', 'depthnet', 'nyuv2',
-                        'deploy'], cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, '-m', 'netgen', '--print', 'depthnet', 'nyuv2', 'deploy'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert 'name: "depthnet_nyuv2_deploy"' in r.stdout
 
 
 # --- generated files ----------------------------------------------------------------------
+
 
 def test_checked_in_files_are_up_to_date():
     assert netgen.check(ROOT) == []
@@ -146,12 +170,18 @@ def test_checked_in_files_are_up_to_date():
 
 def test_generation_is_byte_stable_and_check_finds_drift(tmp_path):
     generate.write_all(str(tmp_path), diagrams=False)
-    first = {os.path.relpath(os.path.join(d, f), tmp_path): open(os.path.join(d, f), 'rb').read()
-             for d, _, fs in os.walk(tmp_path) for f in fs}
+    first = {
+        os.path.relpath(os.path.join(d, f), tmp_path): open(os.path.join(d, f), 'rb').read()
+        for d, _, fs in os.walk(tmp_path)
+        for f in fs
+    }
     assert generate.check(str(tmp_path), diagrams=False) == []
     generate.write_all(str(tmp_path), diagrams=False)
-    second = {os.path.relpath(os.path.join(d, f), tmp_path): open(os.path.join(d, f), 'rb').read()
-              for d, _, fs in os.walk(tmp_path) for f in fs}
+    second = {
+        os.path.relpath(os.path.join(d, f), tmp_path): open(os.path.join(d, f), 'rb').read()
+        for d, _, fs in os.walk(tmp_path)
+        for f in fs
+    }
     assert first == second
     # the repo's checked-in files are the same bytes
     for rel, data in first.items():
@@ -170,17 +200,18 @@ def test_generation_is_byte_stable_and_check_finds_drift(tmp_path):
 
 
 def test_every_generated_file_parses_back():
-    from google.protobuf import text_format
     from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+
     for rel, text in generate.all_texts().items():
         if rel.endswith('.prototxt'):
-            msg = caffe_pb2.SolverParameter() if rel.startswith('solvers') else \
-                caffe_pb2.NetParameter()
+            msg = caffe_pb2.SolverParameter() if rel.startswith('solvers') else caffe_pb2.NetParameter()
             text_format.Merge(text, msg)
             assert generate.net_text(msg) == text, rel
 
 
 # --- data layer, losses, fixed layers -------------------------------------------------------
+
 
 @pytest.mark.parametrize('net', TRAINABLE)
 def test_data_layer_contract(net):
@@ -190,8 +221,7 @@ def test_data_layer_contract(net):
             proto = build(net, ds, phase)
             data = proto.layer[0]
             assert data.type == 'Python'
-            assert (data.python_param.module, data.python_param.layer) == \
-                ('data_prep.layers', 'HybridData')
+            assert (data.python_param.module, data.python_param.layer) == ('data_prep.layers', 'HybridData')
             p = json.loads(data.python_param.param_str)
             assert set(p) == PARAM_STR_KEYS
             split = 'train' if phase == 'train' else config.TEST_SPLIT[ds]
@@ -249,8 +279,7 @@ def test_fixed_and_frozen_layers(net):
                 pytest.fail('Deconvolution %s must be a fixed_up2_ layer' % l.name)
             elif 0 in mults:
                 # only DepthNet's refine stage freezes the global and gradient nets
-                assert net == 'depthnet_refine' and \
-                    l.name.startswith(('global_', 'grad_', 'gradient')), l.name
+                assert net == 'depthnet_refine' and l.name.startswith(('global_', 'grad_', 'gradient')), l.name
                 assert mults == [0, 0]
         if net == 'depthnet_refine':
             frozen = [l.name for l in proto.layer if [p.lr_mult for p in l.param] == [0, 0]]
@@ -260,10 +289,11 @@ def test_fixed_and_frozen_layers(net):
 def test_layer_names_shared_between_nets():
     """Weights move between nets by layer name: DeepLab's names in A1/A2, the DepthNet
     stage names in A2 (global net) and in the refine stage."""
+
     def learnable(net):
         params = shapes.infer(build(net, 'cityscapes', 'train'))[1]
-        return {name: blobs for name, (blobs, _) in params.items()
-                if not name.startswith('fixed_')}
+        return {name: blobs for name, (blobs, _) in params.items() if not name.startswith('fixed_')}
+
     deeplab, a1, a2 = learnable('deeplab_aspp'), learnable('a1'), learnable('a2')
     glob, grad = learnable('depthnet_global'), learnable('depthnet_gradient')
     refine = learnable('depthnet_refine')
@@ -283,6 +313,7 @@ def test_layer_names_shared_between_nets():
 
 # --- deploy nets ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize('net', list(EXPECTED_OUTPUTS))
 def test_deploy_io(net):
     for ds in netgen.DATASETS:
@@ -296,8 +327,7 @@ def test_deploy_io(net):
         for blob, shape in EXPECTED_OUTPUTS[net].items():
             k = config.NUM_CLASSES[ds]
             assert blobs[blob] == [1] + [k if s == 'K' else s for s in shape], (net, ds, blob)
-    assert build(net, 'cityscapes', 'deploy', batch_size=4).layer[0].input_param.shape[0] \
-        .dim[0] == 4
+    assert build(net, 'cityscapes', 'deploy', batch_size=4).layer[0].input_param.shape[0].dim[0] == 4
 
 
 def test_joint_depthnet_deploy_is_the_refine_stage():
@@ -310,8 +340,8 @@ def test_geometry_of_the_paper():
     blobs = shapes.infer(build('a2', 'cityscapes', 'deploy'))[0]
     assert blobs['pool1'][2:] == [161, 161] and blobs['pool2'][2:] == [81, 81]
     assert blobs['pool3'][2:] == blobs['pool5'][2:] == [41, 41]
-    assert blobs['global_pool5'] == [1, 256, 19, 19]     # 92,416 inputs to global_fc6
-    assert blobs['global_fc7'] == [1, 1681]               # paper L253-257
+    assert blobs['global_pool5'] == [1, 256, 19, 19]  # 92,416 inputs to global_fc6
+    assert blobs['global_fc7'] == [1, 1681]  # paper L253-257
     assert blobs['refine_pool1'] == [1, 96, 81, 81] and blobs['depth'] == [1, 1, 81, 81]
     grad = shapes.infer(build('depthnet_gradient', 'cityscapes', 'deploy'))[0]
     assert grad['grad_pool1'][2:] == grad['grad_pool5'][2:] == [41, 41]
@@ -322,10 +352,11 @@ def test_geometry_of_the_paper():
     assert lrn == ['global_conv%d' % i for i in range(1, 6)] + ['refine_conv1']
     relu = {l.bottom[0] for l in a2.layer if l.type == 'ReLU'}
     assert {'refine_conv2', 'refine_conv3', 'refine_conv4'} <= relu
-    assert 'refine_conv5' not in relu          # DepthNet's linear output (FIDELITY.md)
+    assert 'refine_conv5' not in relu  # DepthNet's linear output (FIDELITY.md)
 
 
 # --- solvers ----------------------------------------------------------------------------------
+
 
 def test_solvers():
     for ds in netgen.DATASETS:
@@ -335,24 +366,27 @@ def test_solvers():
             assert s.train_net == p['train'] and list(s.test_net) == [p['test']]
             assert s.snapshot_prefix.startswith('runs/%s_%s/' % (net, ds))
             assert s.momentum == pytest.approx(0.9)
-            assert not s.HasField('solver_mode')       # the driver / CLI flag decides
-        for net in ('a1', 'a2'):                       # paper L305-309
+            assert not s.HasField('solver_mode')  # the driver / CLI flag decides
+        for net in ('a1', 'a2'):  # paper L305-309
             s = netgen.solver(net, ds)
-            assert (s.base_lr, s.lr_policy, s.max_iter) == (pytest.approx(2.5e-6), 'poly',
-                                                            100000)
+            assert (s.base_lr, s.lr_policy, s.max_iter) == (pytest.approx(2.5e-6), 'poly', 100000)
             assert s.weight_decay == pytest.approx(0.005)
         fields = ('base_lr', 'lr_policy', 'power', 'max_iter', 'momentum', 'weight_decay')
         hybrid = [getattr(netgen.solver('a1', ds), f) for f in fields]
-        for net in ('deeplab_aspp',) + netgen.STAGES['depthnet']:   # paper L362-365
+        for net in ('deeplab_aspp',) + netgen.STAGES['depthnet']:  # paper L362-365
             assert [getattr(netgen.solver(net, ds), f) for f in fields] == hybrid, net
         # the parents' own recipes, one flag away
         s = netgen.solver('deeplab_aspp', ds, baseline_recipe='parent')
         assert (s.base_lr, s.lr_policy, s.power, s.max_iter, s.weight_decay) == (
-            pytest.approx(1e-3), 'poly', pytest.approx(0.9), 20000, pytest.approx(5e-4))
+            pytest.approx(1e-3),
+            'poly',
+            pytest.approx(0.9),
+            20000,
+            pytest.approx(5e-4),
+        )
         for stage, lr in zip(netgen.STAGES['depthnet'], (5e-4, 2.5e-4, 2.5e-5)):
             s = netgen.solver(stage, ds, baseline_recipe='parent')
-            assert (s.base_lr, s.lr_policy, s.max_iter) == (pytest.approx(lr), 'fixed',
-                                                            100000)
+            assert (s.base_lr, s.lr_policy, s.max_iter) == (pytest.approx(lr), 'fixed', 100000)
             assert s.weight_decay == pytest.approx(0.005)
         assert netgen.solver('a1', ds, baseline_recipe='parent') == netgen.solver('a1', ds)
     with pytest.raises(ValueError):
@@ -363,10 +397,18 @@ def test_solvers():
 
 def test_parent_recipe_nets():
     """--baseline-recipe parent: the parents' batch sizes and DeepLab's loss weight 1."""
+
     def batch(proto):
         return json.loads(proto.layer[0].python_param.param_str)['batch_size']
-    for net, b in (('deeplab_aspp', 10), ('depthnet_global', 32), ('depthnet_gradient', 32),
-                   ('depthnet_refine', 16), ('a1', 7), ('a2', 7)):
+
+    for net, b in (
+        ('deeplab_aspp', 10),
+        ('depthnet_global', 32),
+        ('depthnet_gradient', 32),
+        ('depthnet_refine', 16),
+        ('a1', 7),
+        ('a2', 7),
+    ):
         assert batch(build(net, 'nyuv2', 'train', baseline_recipe='parent')) == b, net
     proto = build('deeplab_aspp', 'nyuv2', 'train', baseline_recipe='parent')
     assert [l.loss_weight[0] for l in proto.layer if l.type in LOSS_TYPES] == [1]
@@ -375,12 +417,13 @@ def test_parent_recipe_nets():
 def test_cli_variants(tmp_path, monkeypatch, capsys):
     """--baseline-recipe and --set write variants (and --check compares against them)."""
     from netgen.__main__ import main
-    for name in ('BASELINE_RECIPE', 'FLIP', 'REFINE_VGG_BLOB'):   # main() sets them
+
+    for name in ('BASELINE_RECIPE', 'FLIP', 'REFINE_VGG_BLOB'):  # main() sets them
         monkeypatch.setattr(config, name, getattr(config, name))
 
     def run(*args):
-        return main(['--root', str(tmp_path), '--no-draw', '--net', 'deeplab_aspp',
-                     '--dataset', 'nyuv2'] + list(args))
+        return main(['--root', str(tmp_path), '--no-draw', '--net', 'deeplab_aspp', '--dataset', 'nyuv2'] + list(args))
+
     assert run('--baseline-recipe', 'parent', '--set', 'FLIP=True') == 0
     solver = (tmp_path / 'solvers' / 'deeplab_aspp_nyuv2.prototxt').read_text()
     assert 'base_lr: 0.001' in solver
@@ -391,7 +434,7 @@ def test_cli_variants(tmp_path, monkeypatch, capsys):
     assert run('--set', 'NO_SUCH=1') == 2
     err = capsys.readouterr().err
     assert err.startswith('error: --set NO_SUCH=1') and 'RANDOM_INIT_STD' in err
-    assert run('--set', 'REFINE_VGG_BLOB=conv1_1', '--net', 'a2') == 2   # a rejected value
+    assert run('--set', 'REFINE_VGG_BLOB=conv1_1', '--net', 'a2') == 2  # a rejected value
     assert capsys.readouterr().err.startswith('error: REFINE_VGG_BLOB')
 
 
@@ -400,14 +443,16 @@ def test_diagram(tmp_path):
     proto = build('depthnet_gradient', 'cityscapes', 'train')
     assert generate.draw(str(png), proto) is True
     assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-    assert generate.draw(str(png), proto) is False          # unchanged: not rewritten
+    assert generate.draw(str(png), proto) is False  # unchanged: not rewritten
 
 
 # --- the decision flags of docs/FIDELITY.md ("## Nets") ---------------------------------------
 
+
 def test_decision_flags(monkeypatch):
     """Each constant the decision record names changes what it says it changes."""
     from caffe.proto import caffe_pb2
+
     def a2(**flags):
         for k, v in flags.items():
             monkeypatch.setattr(config, k, v)
@@ -424,8 +469,7 @@ def test_decision_flags(monkeypatch):
     assert {'loss_global_abs', 'loss_global_mvn'} <= set(l)
     assert list(l['global_masked'].bottom) == ['depth_global', 'global_valid']
     _, l = a2(LRN_EVERY_CONV=False)
-    assert [n for n in l if n.startswith('norm_global')] == ['norm_global_conv1',
-                                                              'norm_global_conv2']
+    assert [n for n in l if n.startswith('norm_global')] == ['norm_global_conv1', 'norm_global_conv2']
     _, l = a2(REFINE_FINAL_RELU=True)
     assert 'relu_refine_conv5' not in L and 'relu_refine_conv5' in l
     _, l = a2(DEPTH_LOSS_MASK=False)
@@ -441,7 +485,7 @@ def test_decision_flags(monkeypatch):
     assert [p.lr_mult for p in l['refine_conv1'].param] == [1, 2]
     _, l = a2(SEG_LOSS_NORMALIZATION='NONE')
     assert l['loss_seg'].loss_param.normalization == caffe_pb2.LossParameter.NONE
-    _, l = a2(RANDOM_INIT_STD=0.1 ** 0.5)
+    _, l = a2(RANDOM_INIT_STD=0.1**0.5)
     assert l['refine_conv3'].convolution_param.weight_filler.std == pytest.approx(0.316228)
     _, l = a2(FLIP=True, CROP_SIZE=353)
     p = json.loads(l['hybrid_data'].python_param.param_str)

@@ -1,9 +1,9 @@
 """netgen.fixed_weights.fill_fixed_weights: the corner-aligned bilinear x2 zoom and the
 Prewitt kernels, found by the `fixed_*` naming rule, on small nets."""
-import numpy as np
-import pytest
 
 import caffe
+import numpy as np
+import pytest
 from caffe import layers as L
 from caffe.net_spec import NetSpec
 
@@ -28,7 +28,7 @@ def corner_aligned_zoom2(x):
 
 
 def test_bilinear_kernel():
-    assert np.array_equal(BILINEAR_K3, [[.25, .5, .25], [.5, 1, .5], [.25, .5, .25]])
+    assert np.array_equal(BILINEAR_K3, [[0.25, 0.5, 0.25], [0.5, 1, 0.5], [0.25, 0.5, 0.25]])
 
 
 def test_up2_is_corner_aligned_bilinear(tmp_path):
@@ -41,7 +41,7 @@ def test_up2_is_corner_aligned_bilinear(tmp_path):
     net.blobs['data'].data[...] = x
     y = net.forward()['fixed_up2_test']
     assert y.shape == (2, 3, 81, 81)
-    assert np.array_equal(y[:, :, ::2, ::2], x)                  # corners on corners
+    assert np.array_equal(y[:, :, ::2, ::2], x)  # corners on corners
     for i in range(2):
         for c in range(3):
             np.testing.assert_allclose(y[i, c], corner_aligned_zoom2(x[i, c]), atol=1e-5)
@@ -55,8 +55,8 @@ def test_prewitt(tmp_path):
     net = make_net(tmp_path, n)
     assert fill_fixed_weights(net) == ['fixed_prewitt_g']
     yy, xx = np.mgrid[0:9, 0:11].astype(np.float32)
-    depth = 2 + 0.5 * xx + 0.25 * yy                             # a plane
-    depth[4, 6] = 0                                              # one invalid pixel
+    depth = 2 + 0.5 * xx + 0.25 * yy  # a plane
+    depth[4, 6] = 0  # one invalid pixel
     net.blobs['gt'].data[0, 0] = depth
     net.forward()
     g = net.blobs['fixed_prewitt_g'].data[0]
@@ -68,8 +68,8 @@ def test_prewitt(tmp_path):
     expected[1:-1, 1:-1] = True
     expected[3:6, 5:8] = False
     assert np.array_equal(inside, expected) and np.array_equal(mask[1], mask[0])
-    np.testing.assert_allclose(g[0][inside], 3 * 2 * 0.5)      # x: right minus left
-    np.testing.assert_allclose(g[1][inside], 3 * 2 * 0.25)     # y: bottom minus top
+    np.testing.assert_allclose(g[0][inside], 3 * 2 * 0.5)  # x: right minus left
+    np.testing.assert_allclose(g[1][inside], 3 * 2 * 0.25)  # y: bottom minus top
     assert np.all(net.blobs['g_gt_masked'].data[0][:, ~inside] == 0)
 
 
@@ -82,8 +82,12 @@ def test_unknown_or_misshaped_fixed_layers_fail(tmp_path):
 
     n = NetSpec()
     n.data = L.Input(input_param=dict(shape=[dict(dim=[1, 2, 5, 5])]))
-    n.fixed_up2_x = L.Deconvolution(n.data, convolution_param=dict(    # group 1: wrong
-        num_output=2, kernel_size=3, stride=2, pad=1, bias_term=False))
+    n.fixed_up2_x = L.Deconvolution(
+        n.data,
+        convolution_param=dict(  # group 1: wrong
+            num_output=2, kernel_size=3, stride=2, pad=1, bias_term=False
+        ),
+    )
     with pytest.raises(ValueError, match='group = C'):
         fill_fixed_weights(make_net(tmp_path, n))
 
@@ -92,8 +96,11 @@ def test_fork_bilinear_filler_is_not_the_zoom(tmp_path):
     """Why the weights are written by hand: the fork's filler gives another k=3 kernel."""
     n = NetSpec()
     n.data = L.Input(input_param=dict(shape=[dict(dim=[1, 1, 5, 5])]))
-    n.up = L.Deconvolution(n.data, convolution_param=dict(
-        num_output=1, group=1, kernel_size=3, stride=2, pad=1, bias_term=False,
-        weight_filler=dict(type='bilinear')))
+    n.up = L.Deconvolution(
+        n.data,
+        convolution_param=dict(
+            num_output=1, group=1, kernel_size=3, stride=2, pad=1, bias_term=False, weight_filler=dict(type='bilinear')
+        ),
+    )
     w = make_net(tmp_path, n).params['up'][0].data[0, 0]
     assert not np.allclose(w, BILINEAR_K3)

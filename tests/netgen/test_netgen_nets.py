@@ -6,13 +6,13 @@ dataset is loaded, and the paper's numbers are read back, in tests/test_netgen_p
 Each architecture is built once (module-scoped, parametrised fixture), in phase TEST so
 that dropout is the identity and the deploy net must reproduce the train net's maps
 exactly (the TRAIN phase runs in tests/test_netgen_real_data.py)."""
+
 import collections
 import time
 
+import caffe
 import numpy as np
 import pytest
-
-import caffe
 
 from netgen import config, shapes
 from netgen.fixed_weights import fill_fixed_weights
@@ -41,7 +41,7 @@ def fake_batch(net, num_classes, seed=0):
     for name in net.blobs:
         if name.startswith('depth_gt_'):
             depth = rng.uniform(1, 80, net.blobs[name].data.shape)
-            depth[..., -5:, :] = 0                              # invalid rows
+            depth[..., -5:, :] = 0  # invalid rows
             batch[name] = depth
     return batch
 
@@ -68,16 +68,13 @@ def trained(request, tmp_path_factory):
 
 def test_train_forward_backward(trained):
     losses = trained.losses
-    print('\n%s: forward %.1f s, backward %.1f s, losses %s' % (
-        trained.name, trained.fwd_s, trained.bwd_s, losses))
-    assert set(losses) == {l.top[0] for l in trained.proto.layer
-                           if l.type in ('SoftmaxWithLoss', 'EuclideanLoss')}
+    print('\n%s: forward %.1f s, backward %.1f s, losses %s' % (trained.name, trained.fwd_s, trained.bwd_s, losses))
+    assert set(losses) == {l.top[0] for l in trained.proto.layer if l.type in ('SoftmaxWithLoss', 'EuclideanLoss')}
     assert all(k.startswith('loss_') for k in losses)
     for k, v in losses.items():
         assert np.isfinite(v) and v > 0, (k, v)
-    if 'loss_seg' in losses:   # near-uniform scores at init: about ln K
-        assert losses['loss_seg'] == pytest.approx(np.log(config.NUM_CLASSES[DATASET]),
-                                                   rel=0.5)
+    if 'loss_seg' in losses:  # near-uniform scores at init: about ln K
+        assert losses['loss_seg'] == pytest.approx(np.log(config.NUM_CLASSES[DATASET]), rel=0.5)
     for layer in trained.proto.layer:
         if layer.name not in trained.net.params:
             continue
@@ -87,9 +84,9 @@ def test_train_forward_backward(trained):
         for diff, mult in zip(diffs, mults):
             assert np.isfinite(diff), layer.name
             if mult == 0:
-                assert diff == 0, layer.name            # fixed / frozen: no gradient
+                assert diff == 0, layer.name  # fixed / frozen: no gradient
             else:
-                assert diff > 0, layer.name             # every trained weight learns
+                assert diff > 0, layer.name  # every trained weight learns
 
 
 def test_shapes_and_parameter_counts_match_caffe(trained):
@@ -101,11 +98,16 @@ def test_shapes_and_parameter_counts_match_caffe(trained):
     for name, (blob_shapes, _) in params.items():
         assert [list(b.data.shape) for b in net.params[name]] == blob_shapes, name
     total = sum(b.data.size for bs in net.params.values() for b in bs)
-    trainable = sum(b.data.size for layer in trained.proto.layer
-                    if layer.name in net.params
-                    for b, p in zip(net.params[layer.name], layer.param) if p.lr_mult > 0)
-    print('\n%s (%s): %s parameters, %s trainable' % (
-        trained.name, DATASET, format(total, ','), format(trainable, ',')))
+    trainable = sum(
+        b.data.size
+        for layer in trained.proto.layer
+        if layer.name in net.params
+        for b, p in zip(net.params[layer.name], layer.param)
+        if p.lr_mult > 0
+    )
+    print(
+        '\n%s (%s): %s parameters, %s trainable' % (trained.name, DATASET, format(total, ','), format(trainable, ','))
+    )
     assert shapes.count_params(trained.proto) == (total, trainable)
 
 
@@ -122,8 +124,12 @@ def test_deploy_net_computes_what_the_train_net_computes(trained, tmp_path_facto
     spec = SPECS[name]
     assert set(out) == set(spec.outputs) == set(net.outputs)
     k = config.NUM_CLASSES[DATASET]
-    expected = {'seg_prob': (1, k, 41, 41), 'depth': (1, 1, 81, 81),
-                'depth_global': (1, 1, 41, 41), 'gradient': (1, 2, 41, 41)}
+    expected = {
+        'seg_prob': (1, k, 41, 41),
+        'depth': (1, 1, 81, 81),
+        'depth_global': (1, 1, 41, 41),
+        'gradient': (1, 2, 41, 41),
+    }
     for blob, value in out.items():
         assert value.shape == expected[blob] and np.all(np.isfinite(value)), blob
     train = {b: trained.net.blobs[b].data for b in out if b != 'seg_prob'}
@@ -133,5 +139,4 @@ def test_deploy_net_computes_what_the_train_net_computes(trained, tmp_path_facto
         e = np.exp(fc8 - fc8.max(1, keepdims=True))
         train['seg_prob'] = e / e.sum(1, keepdims=True)
     for blob, value in out.items():
-        np.testing.assert_allclose(value, train[blob], rtol=1e-4,
-                                   atol=1e-6 * np.abs(value).max(), err_msg=blob)
+        np.testing.assert_allclose(value, train[blob], rtol=1e-4, atol=1e-6 * np.abs(value).max(), err_msg=blob)

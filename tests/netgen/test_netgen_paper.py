@@ -8,14 +8,14 @@ in docs/FIDELITY.md's audit table are here: each asserts the paper's literal num
 against Caffe's blobs, parameter shapes, layer types, topology and loss weights, or
 against fields of the parsed files; none reads netgen's constants.
 """
+
 import functools
 import json
 import os
 
+import caffe
 import numpy as np
 import pytest
-
-import caffe
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
@@ -24,21 +24,35 @@ import netgen
 pytestmark = pytest.mark.slow
 caffe.set_mode_cpu()
 
-from tests.support import ROOT
-CLASSES = {'cityscapes': 19, 'sunrgbd': 37, 'nyuv2': 40}          # paper L342, L450, L529
+from tests.support import ROOT  # noqa: E402
+
+CLASSES = {'cityscapes': 19, 'sunrgbd': 37, 'nyuv2': 40}  # paper L342, L450, L529
 CITY = 'cityscapes'
-TRAINABLE = ('a1', 'a2', 'deeplab_aspp', 'depthnet_global', 'depthnet_gradient',
-             'depthnet_refine')
-VGG16 = [('conv1_1', 64, 3), ('conv1_2', 64, 64), ('conv2_1', 128, 64),
-         ('conv2_2', 128, 128), ('conv3_1', 256, 128), ('conv3_2', 256, 256),
-         ('conv3_3', 256, 256), ('conv4_1', 512, 256), ('conv4_2', 512, 512),
-         ('conv4_3', 512, 512), ('conv5_1', 512, 512), ('conv5_2', 512, 512),
-         ('conv5_3', 512, 512)]
+TRAINABLE = ('a1', 'a2', 'deeplab_aspp', 'depthnet_global', 'depthnet_gradient', 'depthnet_refine')
+VGG16 = [
+    ('conv1_1', 64, 3),
+    ('conv1_2', 64, 64),
+    ('conv2_1', 128, 64),
+    ('conv2_2', 128, 128),
+    ('conv3_1', 256, 128),
+    ('conv3_2', 256, 256),
+    ('conv3_3', 256, 256),
+    ('conv4_1', 512, 256),
+    ('conv4_2', 512, 512),
+    ('conv4_3', 512, 512),
+    ('conv5_1', 512, 512),
+    ('conv5_2', 512, 512),
+    ('conv5_3', 512, 512),
+]
 #: DepthNet's released model (janivanecky/Depth-Estimation, net_deploy.prototxt): its
 #: global net's conv weight shapes (AlexNet, groups 2 in conv2, conv4, conv5).
-DEPTHNET_GLOBAL_CONVS = {'conv1': (96, 3, 11, 11), 'conv2': (256, 48, 5, 5),
-                         'conv3': (384, 256, 3, 3), 'conv4': (384, 192, 3, 3),
-                         'conv5': (256, 192, 3, 3)}
+DEPTHNET_GLOBAL_CONVS = {
+    'conv1': (96, 3, 11, 11),
+    'conv2': (256, 48, 5, 5),
+    'conv3': (384, 256, 3, 3),
+    'conv4': (384, 192, 3, 3),
+    'conv5': (256, 192, 3, 3),
+}
 
 
 def rel(net, phase, dataset=CITY):
@@ -48,8 +62,7 @@ def rel(net, phase, dataset=CITY):
 @functools.lru_cache(maxsize=None)
 def parsed(path):
     """The checked-in file at `path` (relative to the repo), parsed."""
-    msg = caffe_pb2.SolverParameter() if path.startswith('solvers') else \
-        caffe_pb2.NetParameter()
+    msg = caffe_pb2.SolverParameter() if path.startswith('solvers') else caffe_pb2.NetParameter()
     with open(os.path.join(ROOT, path)) as f:
         text_format.Merge(f.read(), msg)
     return msg
@@ -114,14 +127,17 @@ def nets(tmp_dir):
     def load(net, phase):
         key = (net, phase)
         if key in cache:
-            cache[key] = cache.pop(key)              # most recently used last
+            cache[key] = cache.pop(key)  # most recently used last
         else:
-            if len(cache) >= 2:                      # up to ~0.5 GB each: keep 2
+            if len(cache) >= 2:  # up to ~0.5 GB each: keep 2
                 cache.pop(next(iter(cache)))
             proto = parsed(netgen.paths(net, CITY)[phase])
-            cache[key] = (proto, caffe_net(tmp_dir, loadable(proto, batch=1),
-                                           caffe.TRAIN if phase == 'train' else caffe.TEST))
+            cache[key] = (
+                proto,
+                caffe_net(tmp_dir, loadable(proto, batch=1), caffe.TRAIN if phase == 'train' else caffe.TEST),
+            )
         return cache[key]
+
     yield load
     cache.clear()
 
@@ -164,9 +180,11 @@ def consumers(net, blob):
 
 # --- every net loads; contracts -----------------------------------------------------------
 
+
 def same_but_dataset(path, reference):
     """True if the net at `path` equals `reference` but for its name and its data layer's
     database path."""
+
     def normalised(p):
         proto = caffe_pb2.NetParameter()
         proto.CopyFrom(parsed(p))
@@ -176,6 +194,7 @@ def same_but_dataset(path, reference):
             params['source'] = None
             proto.layer[0].python_param.param_str = json.dumps(params, sort_keys=True)
         return proto
+
     return normalised(path) == normalised(reference)
 
 
@@ -188,22 +207,24 @@ def test_every_net_of_every_dataset_loads_in_caffe(tmp_dir):
     loaded = 0
     for ds in netgen.DATASETS:
         k = CLASSES[ds]
-        files = {rel(net, phase, ds): phase for net in TRAINABLE
-                 for phase in ('train', 'test', 'deploy')}
-        assert netgen.paths('depthnet', ds)['deploy'] in files   # = depthnet_refine's
+        files = {rel(net, phase, ds): phase for net in TRAINABLE for phase in ('train', 'test', 'deploy')}
+        assert netgen.paths('depthnet', ds)['deploy'] in files  # = depthnet_refine's
         for path, phase in sorted(files.items()):
             if ds != CITY and os.path.basename(os.path.dirname(path)).startswith('depthnet'):
                 assert same_but_dataset(path, path.replace(ds, CITY)), path
                 continue
             proto = parsed(path)
-            n = caffe_net(tmp_dir, loadable(proto),
-                          caffe.TRAIN if phase == 'train' else caffe.TEST)
+            n = caffe_net(tmp_dir, loadable(proto), caffe.TRAIN if phase == 'train' else caffe.TEST)
             loaded += 1
             b = n.blobs['data'].data.shape[0]
             assert shape(n, 'data') == (b, 3, 321, 321), path
             if phase == 'deploy':
-                want = {'seg_prob': (1, k, 41, 41), 'depth': (1, 1, 81, 81),
-                        'depth_global': (1, 1, 41, 41), 'gradient': (1, 2, 41, 41)}
+                want = {
+                    'seg_prob': (1, k, 41, 41),
+                    'depth': (1, 1, 81, 81),
+                    'depth_global': (1, 1, 41, 41),
+                    'gradient': (1, 2, 41, 41),
+                }
                 assert n.inputs == ['data'] and n.outputs, path
                 for out in n.outputs:
                     assert shape(n, out) == want[out], (path, out)
@@ -221,6 +242,7 @@ def test_every_net_of_every_dataset_loads_in_caffe(tmp_dir):
 
 
 # --- paper section 4.1, 4.2: the architecture -------------------------------------------
+
 
 def test_input_321(nets):
     """Paper L257 ("an input image with size 321 by 321"); crop 321 (L307-308 say 320:
@@ -250,8 +272,7 @@ def test_vgg16_feature_net(nets):
         assert layer(proto, 'pool%d' % g).pooling_param.kernel_size == 3
     sides = [shape(n, 'pool%d' % g)[2] for g in range(1, 6)]
     assert sides == [161, 81, 41, 41, 41]
-    assert [layer(proto, 'conv5_%d' % i).convolution_param.dilation[0]
-            for i in (1, 2, 3)] == [2, 2, 2]
+    assert [layer(proto, 'conv5_%d' % i).convolution_param.dilation[0] for i in (1, 2, 3)] == [2, 2, 2]
 
 
 def test_score_map_41(nets):
@@ -282,7 +303,7 @@ def test_aspp_rates_and_branches(nets):
         for j in (6, 7):
             assert shape(n, 'fc%d_%d' % (j, i)) == (1, 1024, 41, 41)
             drop = layer(proto, 'drop%d_%d' % (j, i))
-            assert drop.dropout_param.dropout_ratio == pytest.approx(0.5)   # parent
+            assert drop.dropout_param.dropout_ratio == pytest.approx(0.5)  # parent
     assert rates == [6, 12, 18, 24]
     assert n.layer_dict['fc8'].type == 'Eltwise'
     assert bottoms(n, 'fc8') == ['fc8_1', 'fc8_2', 'fc8_3', 'fc8_4']
@@ -300,10 +321,8 @@ def alexnet_trunk(proto, n, prefix):
         name, kind, below, _ = next_layer(n, c, 2)
         assert (kind, below) == ('LRN', [c]), c
         lrn = layer(proto, name).lrn_param
-        assert (lrn.local_size, lrn.alpha, lrn.beta) == (5, pytest.approx(1e-4),
-                                                         pytest.approx(0.75))
-    pools = [l for l in names(n)
-             if l.startswith(prefix + '_') and n.layer_dict[l].type == 'Pooling']
+        assert (lrn.local_size, lrn.alpha, lrn.beta) == (5, pytest.approx(1e-4), pytest.approx(0.75))
+    pools = [l for l in names(n) if l.startswith(prefix + '_') and n.layer_dict[l].type == 'Pooling']
     assert pools == ['%s_pool1' % prefix, '%s_pool5' % prefix]
     assert bottoms(n, pools[0]) == ['norm_%s_conv1' % prefix]
     assert bottoms(n, pools[1]) == ['norm_%s_conv5' % prefix]
@@ -336,9 +355,8 @@ def test_gradient_net(nets):
     proto, n = nets('depthnet', 'deploy')
     gconvs, _ = alexnet_trunk(proto, n, 'global')
     convs, pools = alexnet_trunk(proto, n, 'grad')
-    assert convs == gconvs                                   # the same conv layers
-    assert not [l for l in names(n)
-                if l.startswith('grad') and n.layer_dict[l].type == 'InnerProduct']
+    assert convs == gconvs  # the same conv layers
+    assert not [l for l in names(n) if l.startswith('grad') and n.layer_dict[l].type == 'InnerProduct']
     assert bottoms(n, 'gradient') == ['grad_pool5']
     assert shape(n, 'gradient') == (1, 2, 41, 41)
 
@@ -348,15 +366,12 @@ def test_refining_net(nets):
     global depth and gradient (A2: VGG) outputs, four more convs each + ReLU (the last
     one linear: docs/FIDELITY.md), the 5th conv's output the refined depth, 81 x 81.
     41 -> 81: fixed bilinear Deconvolution k3 s2 p1 (docs/FIDELITY.md, "41 -> 81")."""
-    contexts = {'depthnet': ['global_map', 'gradient'], 'a2': ['global_map', 'pool5'],
-                'a1': ['pool5']}
+    contexts = {'depthnet': ['global_map', 'gradient'], 'a2': ['global_map', 'pool5'], 'a1': ['pool5']}
     for net, context in contexts.items():
         proto, n = nets(net, 'deploy')
         assert bottoms(n, 'refine_conv1') == ['data']
-        assert [next_layer(n, 'refine_conv1', k)[1] for k in (1, 2, 3)] == \
-            ['ReLU', 'LRN', 'Pooling']
-        assert layer(proto, 'refine_pool1').pooling_param.pool == \
-            caffe_pb2.PoolingParameter.MAX
+        assert [next_layer(n, 'refine_conv1', k)[1] for k in (1, 2, 3)] == ['ReLU', 'LRN', 'Pooling']
+        assert layer(proto, 'refine_pool1').pooling_param.pool == caffe_pb2.PoolingParameter.MAX
         assert shape(n, 'refine_pool1') == (1, 96, 81, 81)
         up = 'fixed_up2_refine'
         assert bottoms(n, 'refine_concat') == ['refine_pool1', up]
@@ -388,8 +403,7 @@ def test_a1_and_a2_composition(nets):
     _, a1 = nets('a1', 'deploy')
     assert not [l for l in names(a1) if l.startswith(('global', 'grad'))]
     assert set(a1.outputs) == {'seg_prob', 'depth'}
-    assert consumers(a1, 'pool5') == ['fc6_1', 'fc6_2', 'fc6_3', 'fc6_4',
-                                      'fixed_up2_refine']
+    assert consumers(a1, 'pool5') == ['fc6_1', 'fc6_2', 'fc6_3', 'fc6_4', 'fixed_up2_refine']
     count1 = sum(b.data.size for bs in a1.params.values() for b in bs)
     _, a2 = nets('a2', 'deploy')
     assert not [l for l in names(a2) if l.startswith('grad')]
@@ -397,8 +411,7 @@ def test_a1_and_a2_composition(nets):
     assert set(a2.outputs) == {'seg_prob', 'depth', 'depth_global'}
     assert 'refine_context' in consumers(a2, 'pool5')
     count2 = sum(b.data.size for bs in a2.params.values() for b in bs)
-    print('\nparameters (Cityscapes deploy): A1 %s, A2 %s' % (format(count1, ','),
-                                                             format(count2, ',')))
+    print('\nparameters (Cityscapes deploy): A1 %s, A2 %s' % (format(count1, ','), format(count2, ',')))
     assert count1 < count2
 
 
@@ -413,13 +426,12 @@ def test_layer_names_transplant(nets):
     assert all(n.params[name][0].data.shape == (cout, cin, 3, 3) for name, cout, cin in VGG16)
     m = netgen.DEPTHNET_LAYER_MAP
     ours = {m_: o for o, m_ in m.items() if o.startswith('global_')}
-    assert sorted(ours) == ['conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc-depth',
-                            'fc-main']
+    assert sorted(ours) == ['conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc-depth', 'fc-main']
     for theirs, shape_ in DEPTHNET_GLOBAL_CONVS.items():
         assert n.params[ours[theirs]][0].data.shape == shape_, theirs
     assert bottoms(n, ours['fc-depth']) == [ours['fc-main']]
     _, d = nets('depthnet', 'deploy')
-    assert set(m) <= set(d.params)                # every mapped name is a DepthNet layer
+    assert set(m) <= set(d.params)  # every mapped name is a DepthNet layer
 
 
 def test_random_init_filler():
@@ -434,14 +446,17 @@ def test_random_init_filler():
 
 # --- paper section 4.3: training -----------------------------------------------------------
 
+
 def test_hybrid_loss(nets):
     """Paper L310-325: LH = 1000 LS + (LDabs + LDmvn); LS softmax cross-entropy with
     unlabeled pixels (255) ignored; LDabs Euclidean on depth, LDmvn Euclidean after
     mean-variance normalisation of both maps. LDabs weight 0.01: DepthNet's 10 m unit
     (docs/FIDELITY.md, "Loss units"). The baselines use the same weights (L362-365)."""
-    want = {'a1': {'loss_seg': 1000, 'loss_depth_abs': 0.01, 'loss_depth_mvn': 1},
-            'a2': {'loss_seg': 1000, 'loss_depth_abs': 0.01, 'loss_depth_mvn': 1},
-            'deeplab_aspp': {'loss_seg': 1000}}
+    want = {
+        'a1': {'loss_seg': 1000, 'loss_depth_abs': 0.01, 'loss_depth_mvn': 1},
+        'a2': {'loss_seg': 1000, 'loss_depth_abs': 0.01, 'loss_depth_mvn': 1},
+        'deeplab_aspp': {'loss_seg': 1000},
+    }
     for net, weights in want.items():
         proto, n = nets(net, 'train')
         got = {b: w for b, w in n.blob_loss_weights.items() if w}
@@ -462,9 +477,11 @@ def test_hybrid_loss(nets):
         assert n.layer_dict['depth_mvn'].type == n.layer_dict['depth_gt_mvn'].type == 'MVN'
         assert bottoms(n, 'depth_mvn') == ['depth_masked']
         assert bottoms(n, 'depth_gt_mvn') == ['depth_gt_81']
-    stages = {'depthnet_global': {'loss_global_abs': 0.01, 'loss_global_mvn': 1},
-              'depthnet_gradient': {'loss_gradient_mvn': 1},
-              'depthnet_refine': {'loss_depth_abs': 0.01, 'loss_depth_mvn': 1}}
+    stages = {
+        'depthnet_global': {'loss_global_abs': 0.01, 'loss_global_mvn': 1},
+        'depthnet_gradient': {'loss_gradient_mvn': 1},
+        'depthnet_refine': {'loss_depth_abs': 0.01, 'loss_depth_mvn': 1},
+    }
     for net, weights in stages.items():
         proto = parsed(rel(net, 'train'))
         got = {l.top[0]: l.loss_weight[0] for l in proto.layer if l.loss_weight}
@@ -477,8 +494,7 @@ def test_depth_loss_units(tmp_dir):
     conversion, so the weighted LDabs is DepthNet's Euclidean loss in 10 m units (no
     double scaling); invalid pixels (ground truth 0) add nothing."""
     proto = parsed(rel('a2', 'train'))
-    names = ('depth_valid', 'depth_masked', 'loss_depth_abs', 'depth_mvn', 'depth_gt_mvn',
-             'loss_depth_mvn')
+    names = ('depth_valid', 'depth_masked', 'loss_depth_abs', 'depth_mvn', 'depth_gt_mvn', 'loss_depth_mvn')
     p = caffe_pb2.NetParameter(name='depth_losses')
     inp = p.layer.add(name='inputs', type='Input', top=['depth', 'depth_gt_81'])
     for _ in range(2):
@@ -487,15 +503,15 @@ def test_depth_loss_units(tmp_dir):
         p.layer.add().CopyFrom(layer(proto, name))
     n = caffe_net(tmp_dir, p, caffe.TRAIN)
     gt = np.full((81, 81), 20.0)
-    gt[:, 70:] = 0                                        # invalid columns
+    gt[:, 70:] = 0  # invalid columns
     n.blobs['depth_gt_81'].data[0, 0] = gt
-    n.blobs['depth'].data[0, 0] = np.where(gt > 0, gt + 3.0, 55.0)   # 3 m off where valid
+    n.blobs['depth'].data[0, 0] = np.where(gt > 0, gt + 3.0, 55.0)  # 3 m off where valid
     out = n.forward()
     valid = int((gt > 0).sum())
-    assert out['loss_depth_abs'] == pytest.approx(valid * 3.0 ** 2 / 2, rel=1e-5)
+    assert out['loss_depth_abs'] == pytest.approx(valid * 3.0**2 / 2, rel=1e-5)
     weighted = n.blob_loss_weights['loss_depth_abs'] * out['loss_depth_abs']
     assert weighted == pytest.approx(valid * (3.0 / 10) ** 2 / 2, rel=1e-5)
-    assert out['loss_depth_mvn'] == pytest.approx(0, abs=1e-3)   # same pattern, scaled
+    assert out['loss_depth_mvn'] == pytest.approx(0, abs=1e-3)  # same pattern, scaled
 
 
 def test_solvers_hold_the_paper_values():

@@ -1,21 +1,21 @@
 """The checked-in train/test nets with the real data layer, `data_prep.layers.HybridData`,
 reading a small NYUv2 sample database (only the `source` and the batch size change)."""
+
 import json
 import os
 
+import caffe
 import numpy as np
 import pytest
-
-import caffe
-from google.protobuf import text_format
 from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 
 import netgen
 from netgen import config, shapes
 from netgen.fixed_weights import fill_fixed_weights
 from netgen.nets import SPECS
-
 from tests.support import ROOT
+
 DATASET = 'nyuv2'
 
 pytestmark = pytest.mark.slow
@@ -27,6 +27,7 @@ def database(tmp_path_factory):
     """data/nyuv2/{train,test} made from data_prep's sample writer (2 records each)."""
     from data_prep import convert
     from data_prep.sample import write_sample
+
     tmp = tmp_path_factory.mktemp('nyuv2')
     write_sample(DATASET, str(tmp / 'raw'), 2, 0)
     for split in ('train', 'test'):

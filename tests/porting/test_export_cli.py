@@ -1,21 +1,23 @@
 """`python -m tools.export` end to end on a small net: every format, the reverse direction, errors."""
+
 import os
 import subprocess
 import sys
 
+import caffe
 import numpy as np
 import pytest
 import torch
+from caffe import layers as L
+from caffe import params as P
 
-import caffe
-from caffe import layers as L, params as P
-from tools.core import protos as cm
+from tests.support import ROOT
 from tools import export as export_cli
 from tools.core import ToolError
+from tools.core import protos as cm
 from tools.porting import export, parity
 from tools.porting.torch_net import CaffeNet, UnsupportedLayerError
 
-from tests.support import ROOT
 caffe.set_mode_cpu()
 
 
@@ -27,132 +29,142 @@ def _small_net():
     n.norm1 = L.LRN(n.conv1, local_size=5, alpha=1e-2, beta=0.75)
     n.pool1 = L.Pooling(n.norm1, pool=P.Pooling.MAX, kernel_size=3, stride=2)
     n.score = L.Convolution(n.pool1, num_output=4, kernel_size=3, pad=2, dilation=2)
-    n.fixed_up2_score = L.Deconvolution(n.score, convolution_param=dict(
-        num_output=4, group=4, kernel_size=3, stride=2, pad=1, bias_term=False))
+    n.fixed_up2_score = L.Deconvolution(
+        n.score, convolution_param=dict(num_output=4, group=4, kernel_size=3, stride=2, pad=1, bias_term=False)
+    )
     n.prob = L.Softmax(n.fixed_up2_score)
     return n.to_proto()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def small(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("cli")
-    prototxt = str(directory / "deploy.prototxt")
-    with open(prototxt, "w") as f:
+    directory = tmp_path_factory.mktemp('cli')
+    prototxt = str(directory / 'deploy.prototxt')
+    with open(prototxt, 'w') as f:
         f.write(str(_small_net()))
     net = parity.random_net(prototxt, seed=3)
-    weights = str(directory / "small.caffemodel")
+    weights = str(directory / 'small.caffemodel')
     net.save(weights)
-    x = parity.random_inputs({"data": (1, 3, 17, 17)}, seed=3)
-    return dict(dir=directory, prototxt=prototxt, weights=weights, x=x, net=net,
-                prob=parity.caffe_forward(net, x, ["prob"])["prob"])
+    x = parity.random_inputs({'data': (1, 3, 17, 17)}, seed=3)
+    return dict(
+        dir=directory,
+        prototxt=prototxt,
+        weights=weights,
+        x=x,
+        net=net,
+        prob=parity.caffe_forward(net, x, ['prob'])['prob'],
+    )
 
 
 def _export(small, to, weights=None, out=None, *extra):
-    out = out or str(small["dir"] / f"out{export_cli.SUFFIX[to]}")
-    args = ["--prototxt", small["prototxt"], "--weights", weights or small["weights"], "--to", to, "--out", out]
+    out = out or str(small['dir'] / f'out{export_cli.SUFFIX[to]}')
+    args = ['--prototxt', small['prototxt'], '--weights', weights or small['weights'], '--to', to, '--out', out]
     assert export_cli.main(args + list(extra)) == 0
     return out
 
 
 def test_pytorch_file_is_a_state_dict_with_caffe_names(small):
-    state = torch.load(_export(small, "pytorch"), weights_only=True)
-    expected = {f"{layer}.{role}": blob.data for layer, blobs in small["net"].params.items()
-                for role, blob in zip(("weight", "bias"), blobs)}
+    state = torch.load(_export(small, 'pytorch'), weights_only=True)
+    expected = {
+        f'{layer}.{role}': blob.data
+        for layer, blobs in small['net'].params.items()
+        for role, blob in zip(('weight', 'bias'), blobs)
+    }
     assert sorted(state) == sorted(expected)
     for key, value in expected.items():
         np.testing.assert_array_equal(state[key].numpy(), value)
 
 
 def test_load_pytorch_runs_like_caffe(small):
-    module = export.load_pytorch(_export(small, "pytorch"), small["prototxt"])
+    module = export.load_pytorch(_export(small, 'pytorch'), small['prototxt'])
     assert not module.training
-    prob = parity.pytorch_outputs(module, small["x"])["prob"]
-    assert parity.relative_error(prob, small["prob"]) <= parity.TOLERANCE
+    prob = parity.pytorch_outputs(module, small['x'])['prob']
+    assert parity.relative_error(prob, small['prob']) <= parity.TOLERANCE
 
 
 def test_npz_holds_every_blob_in_caffe_shape(small):
-    with np.load(_export(small, "npz")) as arrays:
-        for layer, blobs in small["net"].params.items():
-            for role, blob in zip(("weight", "bias"), blobs):
-                np.testing.assert_array_equal(arrays[f"{layer}.{role}"], blob.data)
-        assert len(arrays.files) == sum(len(b) for b in small["net"].params.values())
+    with np.load(_export(small, 'npz')) as arrays:
+        for layer, blobs in small['net'].params.items():
+            for role, blob in zip(('weight', 'bias'), blobs):
+                np.testing.assert_array_equal(arrays[f'{layer}.{role}'], blob.data)
+        assert len(arrays.files) == sum(len(b) for b in small['net'].params.values())
 
 
 def test_onnx_runs_like_caffe_and_reports_its_check(small, capsys):
-    path = _export(small, "onnx")
-    assert "ONNX Runtime vs PyTorch, prob: max relative error" in capsys.readouterr().out
-    prob = parity.onnx_outputs(path, small["x"])["prob"]
-    assert parity.relative_error(prob, small["prob"]) <= parity.TOLERANCE
+    path = _export(small, 'onnx')
+    assert 'ONNX Runtime vs PyTorch, prob: max relative error' in capsys.readouterr().out
+    prob = parity.onnx_outputs(path, small['x'])['prob']
+    assert parity.relative_error(prob, small['prob']) <= parity.TOLERANCE
 
 
-@pytest.mark.parametrize("source", ["pytorch", "npz"])
+@pytest.mark.parametrize('source', ['pytorch', 'npz'])
 def test_weights_changed_outside_caffe_come_back(small, source):
     """Fine-tuned weights (.pt or .npz) become a caffemodel that pycaffe loads, changes included."""
-    module = export.load_pytorch(small["weights"], small["prototxt"])
+    module = export.load_pytorch(small['weights'], small['prototxt'])
     with torch.no_grad():
         module.score.weight.mul_(-3.0)
         module.conv1.bias.add_(0.25)
-    tuned = str(small["dir"] / f"tuned{export_cli.SUFFIX[source]}")
-    (export.export_pytorch if source == "pytorch" else export.export_npz)(module, tuned)
-    for extra in ([], ["--template", small["weights"]]):
-        out = _export(small, "caffemodel", tuned, str(small["dir"] / "tuned.caffemodel"), *extra)
-        net = caffe.Net(small["prototxt"], out, caffe.TEST)
-        np.testing.assert_array_equal(net.params["score"][0].data, -3.0 * small["net"].params["score"][0].data)
-        np.testing.assert_array_equal(net.params["conv1"][1].data, module.conv1.bias.detach().numpy())
-        prob = parity.caffe_forward(net, small["x"], ["prob"])["prob"]
-        assert parity.relative_error(parity.pytorch_outputs(module, small["x"])["prob"], prob) <= parity.TOLERANCE
+    tuned = str(small['dir'] / f'tuned{export_cli.SUFFIX[source]}')
+    (export.export_pytorch if source == 'pytorch' else export.export_npz)(module, tuned)
+    for extra in ([], ['--template', small['weights']]):
+        out = _export(small, 'caffemodel', tuned, str(small['dir'] / 'tuned.caffemodel'), *extra)
+        net = caffe.Net(small['prototxt'], out, caffe.TEST)
+        np.testing.assert_array_equal(net.params['score'][0].data, -3.0 * small['net'].params['score'][0].data)
+        np.testing.assert_array_equal(net.params['conv1'][1].data, module.conv1.bias.detach().numpy())
+        prob = parity.caffe_forward(net, small['x'], ['prob'])['prob']
+        assert parity.relative_error(parity.pytorch_outputs(module, small['x'])['prob'], prob) <= parity.TOLERANCE
 
 
-@pytest.mark.parametrize("via", ["pytorch", "npz"])
+@pytest.mark.parametrize('via', ['pytorch', 'npz'])
 def test_round_trip_is_bit_identical(small, via):
-    ported = _export(small, via, None, str(small["dir"] / f"round{export_cli.SUFFIX[via]}"))
-    for extra in ([], ["--template", small["weights"]]):
-        out = _export(small, "caffemodel", ported, str(small["dir"] / "round.caffemodel"), *extra)
-        with open(out, "rb") as a, open(small["weights"], "rb") as b:
+    ported = _export(small, via, None, str(small['dir'] / f'round{export_cli.SUFFIX[via]}'))
+    for extra in ([], ['--template', small['weights']]):
+        out = _export(small, 'caffemodel', ported, str(small['dir'] / 'round.caffemodel'), *extra)
+        with open(out, 'rb') as a, open(small['weights'], 'rb') as b:
             assert a.read() == b.read()
 
 
 def test_template_keeps_the_rest_of_the_file(small):
     """--template changes blob values only: layers and fields that deploy lacks stay."""
-    template = cm.read_caffemodel(small["weights"])
-    template.layer.add(name="extra_train_only", type="ReLU").blobs.add().data.extend([1.0, 2.0])
+    template = cm.read_caffemodel(small['weights'])
+    template.layer.add(name='extra_train_only', type='ReLU').blobs.add().data.extend([1.0, 2.0])
     template.layer[-1].blobs[0].shape.dim.append(2)
-    path = str(small["dir"] / "template.caffemodel")
-    with open(path, "wb") as f:
+    path = str(small['dir'] / 'template.caffemodel')
+    with open(path, 'wb') as f:
         f.write(template.SerializeToString())
-    out = _export(small, "caffemodel", _export(small, "pytorch"), None, "--template", path)
-    with open(out, "rb") as a, open(path, "rb") as b:
+    out = _export(small, 'caffemodel', _export(small, 'pytorch'), None, '--template', path)
+    with open(out, 'rb') as a, open(path, 'rb') as b:
         assert a.read() == b.read()
 
 
 def test_missing_weights_name_the_layer(small):
-    state = torch.load(_export(small, "pytorch"), weights_only=True)
-    del state["score.bias"]
-    path = str(small["dir"] / "incomplete.pt")
+    state = torch.load(_export(small, 'pytorch'), weights_only=True)
+    del state['score.bias']
+    path = str(small['dir'] / 'incomplete.pt')
     torch.save(state, path)
-    with pytest.raises(ToolError, match="incomplete.pt: does not fit the net .*score.bias"):
-        export.load_pytorch(path, small["prototxt"])
+    with pytest.raises(ToolError, match='incomplete.pt: does not fit the net .*score.bias'):
+        export.load_pytorch(path, small['prototxt'])
 
 
 def test_unsupported_layer_names_layer_and_type(small, tmp_path, capsys):
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[1, 2, 4, 4]))
     n.bn1 = L.BatchNorm(n.data)
-    prototxt = str(tmp_path / "bn.prototxt")
-    with open(prototxt, "w") as f:
+    prototxt = str(tmp_path / 'bn.prototxt')
+    with open(prototxt, 'w') as f:
         f.write(str(n.to_proto()))
     with pytest.raises(UnsupportedLayerError, match=r"layer 'bn1' \(type BatchNorm\)"):
         CaffeNet(cm.read_net(prototxt))
-    caffe.Net(prototxt, caffe.TEST).save(str(tmp_path / "bn.caffemodel"))
-    code = export_cli.main(["--prototxt", prototxt, "--weights", str(tmp_path / "bn.caffemodel"), "--to", "npz"])
+    caffe.Net(prototxt, caffe.TEST).save(str(tmp_path / 'bn.caffemodel'))
+    code = export_cli.main(['--prototxt', prototxt, '--weights', str(tmp_path / 'bn.caffemodel'), '--to', 'npz'])
     assert code == 2
     assert "layer 'bn1' (type BatchNorm)" in capsys.readouterr().err
 
 
 def test_unsupported_parameter_is_refused():
     net = caffe.proto.caffe_pb2.NetParameter()
-    net.layer.add(name="data", type="Input", top=["data"]).input_param.shape.add(dim=[1, 2, 4, 4])
-    pool = net.layer.add(name="pool", type="Pooling", bottom=["data"], top=["pool"])
+    net.layer.add(name='data', type='Input', top=['data']).input_param.shape.add(dim=[1, 2, 4, 4])
+    pool = net.layer.add(name='pool', type='Pooling', bottom=['data'], top=['pool'])
     pool.pooling_param.pool = P.Pooling.STOCHASTIC
     pool.pooling_param.kernel_size = 2
     with pytest.raises(UnsupportedLayerError, match="layer 'pool' .*STOCHASTIC"):
@@ -161,22 +173,23 @@ def test_unsupported_parameter_is_refused():
 
 def test_wrong_direction_is_a_usage_error(small):
     with pytest.raises(SystemExit) as exit_info:
-        export_cli.main(["--prototxt", small["prototxt"], "--weights", small["weights"], "--to", "caffemodel"])
+        export_cli.main(['--prototxt', small['prototxt'], '--weights', small['weights'], '--to', 'caffemodel'])
     assert exit_info.value.code == 2
 
 
 def test_net_and_dataset_name_the_generated_deploy_net():
-    path = export.deploy_prototxt("a1", "cityscapes")
-    assert path == os.path.join(ROOT, "prototxt", "a1_cityscapes", "deploy.prototxt")
+    path = export.deploy_prototxt('a1', 'cityscapes')
+    assert path == os.path.join(ROOT, 'prototxt', 'a1_cityscapes', 'deploy.prototxt')
     assert os.path.exists(path)
 
 
-@pytest.mark.parametrize("module", ["tools.export", "tools.parity"])
+@pytest.mark.parametrize('module', ['tools.export', 'tools.parity'])
 def test_help(module):
-    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, '-m', module, '--help'], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
-    assert "--net" in result.stdout and "--weights" in result.stdout
+    assert '--net' in result.stdout and '--weights' in result.stdout
 
 
 def test_only_test_phase_layers_are_built(tmp_path):
@@ -193,13 +206,13 @@ def test_only_test_phase_layers_are_built(tmp_path):
     layer { name: "test_only" type: "Power" bottom: "data" top: "out"
             power_param { scale: 2 shift: 1 } include { phase: TEST } }
     """
-    prototxt = tmp_path / "phases.prototxt"
+    prototxt = tmp_path / 'phases.prototxt'
     prototxt.write_text(text)
     module = CaffeNet(cm.read_net(str(prototxt)))
     net = caffe.Net(str(prototxt), caffe.TEST)
-    assert module.input_names == ["data"] and module.input_shapes["data"] == (1, 2, 4, 4)
-    assert [name for _, name, *_ in module.graph] == ["test_only"]
-    assert module.output_names == list(net.outputs) == ["out"]
-    x = parity.random_inputs({"data": (1, 2, 4, 4)}, seed=1)
-    expected = parity.caffe_forward(net, x, ["out"])["out"]
-    np.testing.assert_allclose(parity.pytorch_outputs(module, x)["out"], expected, rtol=1e-6)
+    assert module.input_names == ['data'] and module.input_shapes['data'] == (1, 2, 4, 4)
+    assert [name for _, name, *_ in module.graph] == ['test_only']
+    assert module.output_names == list(net.outputs) == ['out']
+    x = parity.random_inputs({'data': (1, 2, 4, 4)}, seed=1)
+    expected = parity.caffe_forward(net, x, ['out'])['out']
+    np.testing.assert_allclose(parity.pytorch_outputs(module, x)['out'], expected, rtol=1e-6)

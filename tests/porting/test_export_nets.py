@@ -5,18 +5,19 @@ weights) and a seeded random input, PyTorch, ONNX Runtime and OpenCV outputs mat
 within 1e-4 relative; caffemodel -> PyTorch -> caffemodel is bit-identical (.npz: test_export_cli).
 One dataset suffices: the others change only the class count of the last layers.
 """
-import pytest
 
 import caffe
+import pytest
+
 from tools.porting import export, parity
 
-NETS = ("a1", "a2", "deeplab_aspp", "depthnet")
-DATASET = "cityscapes"
+NETS = ('a1', 'a2', 'deeplab_aspp', 'depthnet')
+DATASET = 'cityscapes'
 EXPECTED_OUTPUTS = {
-    "a1": ["depth", "seg_prob"],
-    "a2": ["depth", "depth_global", "seg_prob"],
-    "deeplab_aspp": ["seg_prob"],
-    "depthnet": ["depth", "depth_global"],
+    'a1': ['depth', 'seg_prob'],
+    'a2': ['depth', 'depth_global', 'seg_prob'],
+    'deeplab_aspp': ['seg_prob'],
+    'depthnet': ['depth', 'depth_global'],
 }
 caffe.set_mode_cpu()
 
@@ -25,22 +26,22 @@ class PortedNet:
     def __init__(self, net, directory):
         self.net = net
         self.prototxt = export.deploy_prototxt(net, DATASET)
-        self.weights = str(directory / f"{net}.caffemodel")
+        self.weights = str(directory / f'{net}.caffemodel')
         reference = parity.random_net(self.prototxt, seed=len(net))
         reference.save(self.weights)  # A2's (550 MB) is too big for Caffe to read: keep the live net
         self.module = export.load_pytorch(self.weights, self.prototxt)
-        self.inputs = parity.random_inputs({"data": self.module.input_shapes["data"]}, seed=len(net))
+        self.inputs = parity.random_inputs({'data': self.module.input_shapes['data']}, seed=len(net))
         self.caffe = parity.caffe_forward(reference, self.inputs, self.module.output_names)
         self.outputs, self.shapes = list(reference.outputs), {k: v.data.shape for k, v in reference.blobs.items()}
         self.directory = directory
 
     def assert_parity(self, got, backend):
         errors = {name: parity.relative_error(got[name], ref) for name, ref in self.caffe.items()}
-        print(f"{self.net} {backend}: " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
-        assert max(errors.values()) <= parity.TOLERANCE, f"{self.net} {backend}: {errors}"
+        print(f'{self.net} {backend}: ' + ', '.join(f'{k} {v:.1e}' for k, v in errors.items()))
+        assert max(errors.values()) <= parity.TOLERANCE, f'{self.net} {backend}: {errors}'
 
 
-@pytest.fixture(scope="module", params=NETS)
+@pytest.fixture(scope='module', params=NETS)
 def ported(request, tmp_path_factory):
     return PortedNet(request.param, tmp_path_factory.mktemp(request.param))
 
@@ -52,34 +53,35 @@ def test_outputs_are_caffes(ported):
 
 
 def test_pytorch_parity(ported):
-    ported.assert_parity(parity.pytorch_outputs(ported.module, ported.inputs), "pytorch")
+    ported.assert_parity(parity.pytorch_outputs(ported.module, ported.inputs), 'pytorch')
 
 
 def test_onnx_parity(ported):
-    path = str(ported.directory / f"{ported.net}.onnx")
+    path = str(ported.directory / f'{ported.net}.onnx')
     export.export_onnx(ported.module, path)
-    ported.assert_parity(parity.onnx_outputs(path, ported.inputs), "onnx")
+    ported.assert_parity(parity.onnx_outputs(path, ported.inputs), 'onnx')
 
 
 def test_opencv_parity(ported):
     got = parity.opencv_outputs(ported.prototxt, ported.weights, ported.inputs, ported.module.output_names)
-    ported.assert_parity(got, "opencv")
+    ported.assert_parity(got, 'opencv')
 
 
 def _read(path):
-    with open(path, "rb") as f:
+    with open(path, 'rb') as f:
         return f.read()
 
 
 def test_round_trip_is_bit_identical(ported):
     """caffemodel -> .pt -> caffemodel: pycaffe's file and the template copy equal the original."""
     directory = ported.directory
-    state_file = str(directory / f"{ported.net}.pt")
+    state_file = str(directory / f'{ported.net}.pt')
     export.export_pytorch(ported.module, state_file)
     module = export.load_pytorch(state_file, ported.prototxt)
     original = _read(ported.weights)
-    by_pycaffe = export.export_caffemodel(module, ported.prototxt, str(directory / "pycaffe.caffemodel"))
+    by_pycaffe = export.export_caffemodel(module, ported.prototxt, str(directory / 'pycaffe.caffemodel'))
     assert _read(by_pycaffe) == original
-    by_template = export.export_caffemodel(module, ported.prototxt, str(directory / "template.caffemodel"),
-                                           template=ported.weights)
+    by_template = export.export_caffemodel(
+        module, ported.prototxt, str(directory / 'template.caffemodel'), template=ported.weights
+    )
     assert _read(by_template) == original

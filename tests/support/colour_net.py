@@ -6,9 +6,11 @@ made by `colour_scene` holds: class 0 / 1 / 2 where blue / green / red dominates
 1 + blue / 50 metres. Any wiring fault (channel order, mean, tile offsets, transposes)
 shows up as a low score.
 """
+
 import caffe
 import numpy as np
-from caffe import layers as L, params as P
+from caffe import layers as L
+from caffe import params as P
 
 from data_prep.dataset import Record
 from netgen import config

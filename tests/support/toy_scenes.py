@@ -5,25 +5,26 @@ repository root must be on PYTHONPATH of any subprocess) that draws scenes whose
 follow from the colours, so that a few conv layers learn them in a few dozen steps. The nets
 use netgen's loss blocks, so their loss tops are named and weighted as in the real nets.
 """
+
 import json
 import os
 import sys
 import time
 
-import numpy as np
-
 import caffe
-from caffe import layers as L, params as P
+import numpy as np
+from caffe import layers as L
+from caffe import params as P
 from caffe.proto import caffe_pb2
-from netgen import blocks as B
-from tools.core import protos as caffemodel
 
+from netgen import blocks as B
 from tests.support import ROOT as REPO
+from tools.core import protos as caffemodel
 
 MODULE = 'tests.support.toy_scenes'
 #: Class colours (BGR, already centred and scaled to about +-1) and depths (m).
 COLOURS = np.array([[0.6, 0.6, 0.6], [-0.4, -0.6, 0.8], [0.9, 0.2, -0.7]], np.float32)
-DEPTHS = np.array([3.0, 8.0, 0.0], np.float32)   # class 2 has no valid depth (like the sky)
+DEPTHS = np.array([3.0, 8.0, 0.0], np.float32)  # class 2 has no valid depth (like the sky)
 
 
 class ToyScenes(caffe.Layer):
@@ -46,8 +47,8 @@ class ToyScenes(caffe.Layer):
     def scene(self):
         s = self.p['size']
         cuts = np.sort(self.rng.randint(1, s, 2))
-        rows = np.digitize(np.arange(s), cuts)            # 0 top .. 2 bottom
-        classes = np.repeat((2 - rows)[:, None], s, 1)    # bottom band class 0, top class 2
+        rows = np.digitize(np.arange(s), cuts)  # 0 top .. 2 bottom
+        classes = np.repeat((2 - rows)[:, None], s, 1)  # bottom band class 0, top class 2
         image = COLOURS[classes].transpose(2, 0, 1) + 0.2 * self.rng.randn(3, s, s)
         depth = DEPTHS[classes] * (1 + 0.1 * np.linspace(1, 0, s)[:, None])
         return image, classes, depth
@@ -57,10 +58,10 @@ class ToyScenes(caffe.Layer):
         for i in range(self.p['batch_size']):
             image, classes, depth = self.scene()
             top[0].data[i] = image
-            top[1].data[i, 0] = classes[::(s - 1) // (ls - 1), ::(s - 1) // (ls - 1)]
+            top[1].data[i, 0] = classes[:: (s - 1) // (ls - 1), :: (s - 1) // (ls - 1)]
             if len(top) > 2:
                 ds = self.p['depth_size']
-                top[2].data[i, 0] = depth[::(s - 1) // (ds - 1), ::(s - 1) // (ds - 1)]
+                top[2].data[i, 0] = depth[:: (s - 1) // (ds - 1), :: (s - 1) // (ds - 1)]
         self.batches += 1
         if self.p.get('sleep'):
             time.sleep(self.p['sleep'])
@@ -79,12 +80,9 @@ class SkippingToyScenes(ToyScenes):
         self.batches += count
 
 
-def toy_data(n, tops, batch_size=2, size=17, label_size=9, depth_size=9, seed=0, sleep=0.0,
-             layer='ToyScenes'):
-    param = dict(batch_size=batch_size, size=size, label_size=label_size, depth_size=depth_size,
-                 seed=seed, sleep=sleep)
-    out = L.Python(ntop=len(tops), python_param=dict(module=MODULE, layer=layer,
-                                                      param_str=json.dumps(param)))
+def toy_data(n, tops, batch_size=2, size=17, label_size=9, depth_size=9, seed=0, sleep=0.0, layer='ToyScenes'):
+    param = dict(batch_size=batch_size, size=size, label_size=label_size, depth_size=depth_size, seed=seed, sleep=sleep)
+    out = L.Python(ntop=len(tops), python_param=dict(module=MODULE, layer=layer, param_str=json.dumps(param)))
     for name, top in zip(tops, out):
         n[name] = top
 
@@ -112,12 +110,10 @@ def global_stage_net(frozen=False, n=None):
     if own:
         toy_data(n, ('data', 'label', 'depth_gt'), depth_size=5)
     param = B.FROZEN if frozen else B.LEARN
-    top = B.conv(n, 'global_conv1', n.data, 8, 3, stride=2, pad=1, param=param,
-                 wf=dict(type='xavier'))
+    top = B.conv(n, 'global_conv1', n.data, 8, 3, stride=2, pad=1, param=param, wf=dict(type='xavier'))
     top = B.max_pool(n, 'global_pool1', top, 3, 2, pad=1)
     n.global_fc6 = L.InnerProduct(top, num_output=16, param=param, weight_filler=dict(type='xavier'))
-    n.global_fc7 = L.InnerProduct(n.global_fc6, num_output=25, param=param,
-                                  weight_filler=dict(type='xavier'))
+    n.global_fc7 = L.InnerProduct(n.global_fc6, num_output=25, param=param, weight_filler=dict(type='xavier'))
     n.depth_global = L.Reshape(n.global_fc7, shape=dict(dim=[0, 1, 5, 5]))
     if own:
         B.depth_losses(n, 'global', n.depth_global, n.depth_gt)
@@ -135,8 +131,7 @@ def gradient_stage_net(frozen=False, n=None):
     param = B.FROZEN if frozen else B.LEARN
     top = B.conv(n, 'grad_conv1', n.data, 8, 3, stride=2, pad=1, param=param, wf=dict(type='xavier'))
     top = B.max_pool(n, 'grad_pool1', top, 3, 2, pad=1)
-    n.gradient = L.Convolution(top, num_output=2, kernel_size=3, pad=1, param=param,
-                               weight_filler=dict(type='xavier'))
+    n.gradient = L.Convolution(top, num_output=2, kernel_size=3, pad=1, param=param, weight_filler=dict(type='xavier'))
     if own:
         B.gradient_loss(n, 'gradient', n.gradient, n.depth_gt)
         return n.to_proto()
@@ -150,14 +145,14 @@ def refine_stage_net():
     glob = global_stage_net(frozen=True, n=n)
     grad = gradient_stage_net(frozen=True, n=n)
     n.refine_concat = L.Concat(glob, grad, axis=1)
-    n.refine_conv1 = L.Convolution(n.refine_concat, num_output=1, kernel_size=3, pad=1,
-                                   weight_filler=dict(type='xavier'))
+    n.refine_conv1 = L.Convolution(
+        n.refine_concat, num_output=1, kernel_size=3, pad=1, weight_filler=dict(type='xavier')
+    )
     B.depth_losses(n, 'depth', n.refine_conv1, n.depth_gt)
     return n.to_proto()
 
 
-def write_solver(directory, name, net_proto, base_lr=0.01, lr_policy='poly', max_iter=40,
-                 snapshot=0, extra=''):
+def write_solver(directory, name, net_proto, base_lr=0.01, lr_policy='poly', max_iter=40, snapshot=0, extra=''):
     """`directory`/<name>.prototxt (the solver) and <name>_train.prototxt; returns the solver."""
     os.makedirs(directory, exist_ok=True)
     net_path = os.path.join(directory, name + '_train.prototxt')
@@ -165,10 +160,11 @@ def write_solver(directory, name, net_proto, base_lr=0.01, lr_policy='poly', max
         f.write(str(net_proto))
     path = os.path.join(directory, name + '.prototxt')
     with open(path, 'w') as f:
-        f.write('train_net: "%s"\nbase_lr: %g\nlr_policy: "%s"\npower: 0.9\nmax_iter: %d\n'
-                'momentum: 0.9\nweight_decay: 0.0005\nsnapshot: %d\ndisplay: 10\n'
-                'snapshot_prefix: "unused"\n%s' % (net_path, base_lr, lr_policy, max_iter,
-                                                   snapshot, extra))
+        f.write(
+            'train_net: "%s"\nbase_lr: %g\nlr_policy: "%s"\npower: 0.9\nmax_iter: %d\n'
+            'momentum: 0.9\nweight_decay: 0.0005\nsnapshot: %d\ndisplay: 10\n'
+            'snapshot_prefix: "unused"\n%s' % (net_path, base_lr, lr_policy, max_iter, snapshot, extra)
+        )
     return path
 
 
@@ -176,6 +172,7 @@ def mini_vgg_aspp(num_classes=3, global_net=True):
     """Input + layers named like DeepLab's VGG16 + ASPP (conv1_1..conv5_3, fc6_i, fc7_i, fc8_i)
     and, optionally, a global depth net (global_conv1, global_fc6, global_fc7): tiny widths."""
     from tools.training.surgery import VGG_LAYERS
+
     n = caffe.NetSpec()
     n.data = L.Input(input_param=dict(shape=[dict(dim=[1, 3, 9, 9])]))
     top, width = n.data, 2

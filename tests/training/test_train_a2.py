@@ -1,19 +1,19 @@
 """The driver on the real generated A2 and the real data layer: data_prep's Cityscapes sample
 (official layout, 1024 x 2048) -> converter -> `python -m tools.train --net a2` for one
 iteration, initialised from caffemodels the test writes with the real layer shapes."""
+
 import os
 import subprocess
 import sys
 
+import caffe
 import numpy as np
 import pytest
 
-import caffe
 from tests.support import toy_scenes as T
-from tools import train
+from tools.core.protos import layer_blobs, read_caffemodel
 from tools.training import run as training_run
 from tools.training import surgery
-from tools.core.protos import layer_blobs, read_caffemodel
 from tools.training.log import read_log
 
 pytestmark = pytest.mark.slow
@@ -22,10 +22,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope='module')
 def cityscapes_db(tmp_path_factory):
     root, out = tmp_path_factory.mktemp('cityscapes'), tmp_path_factory.mktemp('db')
-    for command in (['sample', '--dataset', 'cityscapes', '--out', str(root), '--count', '1'],
-                    ['cityscapes', '--root', str(root), '--out', str(out)]):
-        subprocess.run([sys.executable, '-m', 'data_prep'] + command, check=True, capture_output=True,
-                       cwd=T.REPO)
+    for command in (
+        ['sample', '--dataset', 'cityscapes', '--out', str(root), '--count', '1'],
+        ['cityscapes', '--root', str(root), '--out', str(out)],
+    ):
+        subprocess.run([sys.executable, '-m', 'data_prep'] + command, check=True, capture_output=True, cwd=T.REPO)
     return out
 
 
@@ -35,6 +36,7 @@ def test_generated_nets_carry_the_names_the_surgery_copies():
             proto = caffe.proto.caffe_pb2.NetParameter()
             path = os.path.join(T.REPO, 'prototxt', '%s_%s' % (net, dataset), 'train.prototxt')
             from google.protobuf import text_format
+
             text_format.Merge(open(path).read(), proto)
             names = {layer.name for layer in proto.layer}
             assert set(surgery.VGG_LAYERS) <= names, path
@@ -57,17 +59,41 @@ def test_one_iteration_of_a2_from_the_inits(cityscapes_db, tmp_path):
     init_deeplab = T.write_model(str(tmp_path / 'vgg16_reduced.caffemodel'), deeplab)
     init_depthnet = T.write_model(str(tmp_path / 'depthnet.caffemodel'), depthnet)
     run = tmp_path / 'run'
-    proc = subprocess.run(T.train_command(
-        '--net', 'a2', '--dataset', 'cityscapes', '--data', str(cityscapes_db), '--out', str(run),
-        '--iters', '1', '--batch', '1', '--base-lr', '0', '--init-deeplab', init_deeplab,
-        '--init-depthnet', init_depthnet), env=T.subprocess_env(), cwd=T.REPO,
-        capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        T.train_command(
+            '--net',
+            'a2',
+            '--dataset',
+            'cityscapes',
+            '--data',
+            str(cityscapes_db),
+            '--out',
+            str(run),
+            '--iters',
+            '1',
+            '--batch',
+            '1',
+            '--base-lr',
+            '0',
+            '--init-deeplab',
+            init_deeplab,
+            '--init-depthnet',
+            init_depthnet,
+        ),
+        env=T.subprocess_env(),
+        cwd=T.REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr
     assert 'RANDOM INIT' not in proc.stderr
-    assert 'skipped global_fc6       <- fc-main        shapes 1024x9216, 1024 in the file, ' \
-           '1024x92416, 1024 in the net' in proc.stdout
+    assert (
+        'skipped global_fc6       <- fc-main        shapes 1024x9216, 1024 in the file, '
+        '1024x92416, 1024 in the net' in proc.stdout
+    )
     assert 'no layer fc-depth or global_fc7 in the file' in proc.stdout
-    assert 'refine_conv' not in proc.stdout   # A2's refining net stays random (paper L303-304)
+    assert 'refine_conv' not in proc.stdout  # A2's refining net stays random (paper L303-304)
     rows = [r for r in read_log(run) if r['event'] == 'iter']
     assert len(rows) == 1 and {'loss_seg', 'loss_depth_abs', 'loss_depth_mvn'} <= set(rows[0])
     # The test's constant VGG weights blow activations up, so the scores are not near-uniform:
@@ -82,13 +108,35 @@ def test_one_iteration_of_a2_from_the_inits(cityscapes_db, tmp_path):
         np.testing.assert_array_equal(final['fc7_%d' % branch][1], deeplab['fc7'][1])
     np.testing.assert_array_equal(final['global_conv3'][0], depthnet['conv3'][0])
     assert not np.all(final['global_fc6'][0] == 1)
-    np.testing.assert_array_equal(final['fixed_up2_refine'][0][0, 0],
-                                  [[0.25, 0.5, 0.25], [0.5, 1, 0.5], [0.25, 0.5, 0.25]])
+    np.testing.assert_array_equal(
+        final['fixed_up2_refine'][0][0, 0], [[0.25, 0.5, 0.25], [0.5, 1, 0.5], [0.25, 0.5, 0.25]]
+    )
     # resuming reads A2's 551 MB snapshots (over protobuf's default 512 MB limit: Caffe patch 05)
-    proc = subprocess.run(T.train_command(
-        '--net', 'a2', '--dataset', 'cityscapes', '--data', str(cityscapes_db), '--out', str(run),
-        '--iters', '2', '--batch', '1', '--base-lr', '0', '--resume', 'auto'),
-        env=T.subprocess_env(), cwd=T.REPO, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        T.train_command(
+            '--net',
+            'a2',
+            '--dataset',
+            'cityscapes',
+            '--data',
+            str(cityscapes_db),
+            '--out',
+            str(run),
+            '--iters',
+            '2',
+            '--batch',
+            '1',
+            '--base-lr',
+            '0',
+            '--resume',
+            'auto',
+        ),
+        env=T.subprocess_env(),
+        cwd=T.REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr
     events = read_log(run)
     assert next(r for r in events if r['event'] == 'resume')['iter'] == 1

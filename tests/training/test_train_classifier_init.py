@@ -1,11 +1,13 @@
 """tools.classifier_init (`--init-classifier`, demo only): ridge fit of the ASPP scores."""
-import numpy as np
 
 import caffe
-from tests.support import toy_scenes as T
-from caffe import layers as L, params as P
+import numpy as np
+from caffe import layers as L
+from caffe import params as P
+
 from netgen import blocks as B
 from netgen.config import SEG_LOSS_WEIGHT
+from tests.support import toy_scenes as T
 from tools import train
 from tools.training import classifier_init
 from tools.training.log import read_log
@@ -20,7 +22,7 @@ def test_ridge_separates_classes_sharing_a_large_mean():
     w, b = classifier_init.ridge_classifier(x, y, 4)
     assert w.shape == (4, 50) and b.shape == (4,)
     assert np.mean(np.argmax(x @ w.T + b, 1) == y) > 0.99
-    assert np.all(np.argmax(x @ w.T + b, 1) != 3)   # an absent class is never the best
+    assert np.all(np.argmax(x @ w.T + b, 1) != 3)  # an absent class is never the best
 
 
 def aspp_toy_net(seed=0):
@@ -43,8 +45,7 @@ def aspp_toy_net(seed=0):
 def test_init_classifier_fits_the_four_branches(tmp_path):
     solver = T.write_solver(str(tmp_path / 'cfg'), 'aspp', aspp_toy_net(), base_lr=1e-5, max_iter=1)
     run = tmp_path / 'run'
-    assert train.main(['--quiet', '--no-plot', '--solver', solver, '--out', str(run),
-                       '--init-classifier', '4']) == 0
+    assert train.main(['--quiet', '--no-plot', '--solver', solver, '--out', str(run), '--init-classifier', '4']) == 0
     init = next(r for r in read_log(run) if r['event'] == 'init')
     assert init['copied']['classifier']['batches'] == 4
     assert init['copied']['classifier']['pixel_accuracy'] > 0.95
@@ -63,8 +64,23 @@ def test_init_classifier_fits_the_four_branches(tmp_path):
 def test_probe_classifier_refits_after_training(tmp_path):
     solver = T.write_solver(str(tmp_path / 'cfg'), 'aspp', aspp_toy_net(), base_lr=1e-3, max_iter=3)
     run = tmp_path / 'run'
-    assert train.main(['--quiet', '--no-plot', '--solver', solver, '--out', str(run),
-                       '--probe-classifier', '4', '--snapshot-every', '3']) == 0
+    assert (
+        train.main(
+            [
+                '--quiet',
+                '--no-plot',
+                '--solver',
+                solver,
+                '--out',
+                str(run),
+                '--probe-classifier',
+                '4',
+                '--snapshot-every',
+                '3',
+            ]
+        )
+        == 0
+    )
     events = [r['event'] for r in read_log(run)]
     assert events.index('probe') < events.index('done')
     probe = next(r for r in read_log(run) if r['event'] == 'probe')
@@ -78,6 +94,10 @@ def test_probe_classifier_refits_after_training(tmp_path):
 
 def test_init_classifier_needs_aspp_scores(tmp_path, capsys):
     solver = T.write_solver(str(tmp_path / 'cfg'), 'hybrid', T.hybrid_net(), max_iter=1)
-    assert train.main(['--quiet', '--no-plot', '--solver', solver, '--out', str(tmp_path / 'run'),
-                       '--init-classifier', '2']) == 2
+    assert (
+        train.main(
+            ['--quiet', '--no-plot', '--solver', solver, '--out', str(tmp_path / 'run'), '--init-classifier', '2']
+        )
+        == 2
+    )
     assert 'the net has no ASPP classifier (fc8_1..fc8_4)' in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """tools.demo (`make demo`): the commands it chains and its verdict, with the commands replaced
 by stand-ins that write what the real ones would (the real run takes minutes: `make demo`)."""
+
 import json
 import os
 
@@ -10,6 +11,7 @@ from tools import demo
 
 def fake_step(commands, seg_losses, miou):
     """A stand-in for subprocess.call: records the command, writes the outputs it names."""
+
     def call(command, cwd=None):
         commands.append(command)
         out = command[command.index('--out') + 1]
@@ -17,9 +19,20 @@ def fake_step(commands, seg_losses, miou):
             os.makedirs(out, exist_ok=True)
             with open(os.path.join(out, 'train_log.jsonl'), 'w') as f:
                 for i, seg in enumerate(seg_losses, 1):
-                    f.write(json.dumps(dict(event='iter', stage='a2', iter=i, loss_seg=seg,
-                                            loss_depth_abs=1e6 * (1 + i % 3), loss_depth_mvn=4000.0,
-                                            loss=1000 * seg + 1e4)) + '\n')
+                    f.write(
+                        json.dumps(
+                            dict(
+                                event='iter',
+                                stage='a2',
+                                iter=i,
+                                loss_seg=seg,
+                                loss_depth_abs=1e6 * (1 + i % 3),
+                                loss_depth_mvn=4000.0,
+                                loss=1000 * seg + 1e4,
+                            )
+                        )
+                        + '\n'
+                    )
             with open(os.path.join(out, 'training.md'), 'w') as f:
                 f.write('# Training losses\n')
         elif 'tools.evaluate' in command:
@@ -29,6 +42,7 @@ def fake_step(commands, seg_losses, miou):
             with open(os.path.join(out, 'report.md'), 'w') as f:
                 f.write('# Evaluation\n')
         return 0
+
     return call
 
 
@@ -39,14 +53,29 @@ def test_demo_chains_sample_convert_train_evaluate(tmp_path, monkeypatch, capsys
     modules = [c[2] for c in commands]
     assert modules == ['data_prep', 'data_prep', 'tools.train', 'tools.evaluate']
     out = str(tmp_path / 'demo')
-    assert commands[0][3:] == ['sample', '--dataset', 'cityscapes', '--out', out + '/sample',
-                               '--count', '2', '--seed', '1']
+    assert commands[0][3:] == [
+        'sample',
+        '--dataset',
+        'cityscapes',
+        '--out',
+        out + '/sample',
+        '--count',
+        '2',
+        '--seed',
+        '1',
+    ]
     assert commands[1][3:] == ['cityscapes', '--root', out + '/sample', '--out', out + '/data']
     train = commands[2]
-    for flag, value in (('--net', 'a2'), ('--data', out + '/data'), ('--iters', '5'),
-                        ('--batch', '1'), ('--filler', 'msra'), ('--solver-type', 'Adam'),
-                        ('--init-classifier', str(demo.CLASSIFIER_BATCHES)),
-                        ('--probe-classifier', str(demo.CLASSIFIER_BATCHES))):
+    for flag, value in (
+        ('--net', 'a2'),
+        ('--data', out + '/data'),
+        ('--iters', '5'),
+        ('--batch', '1'),
+        ('--filler', 'msra'),
+        ('--solver-type', 'Adam'),
+        ('--init-classifier', str(demo.CLASSIFIER_BATCHES)),
+        ('--probe-classifier', str(demo.CLASSIFIER_BATCHES)),
+    ):
         assert train[train.index(flag) + 1] == value
     assert '--cpu' in train
     evaluate = commands[3]
@@ -58,8 +87,13 @@ def test_demo_chains_sample_convert_train_evaluate(tmp_path, monkeypatch, capsys
     assert 'val mIoU 8.00 % vs chance 5.26 % (1/19): above' in printed
 
 
-@pytest.mark.parametrize('seg_losses, miou', [([2.0, 2.0, 2.5, 3.0, 3.0], 0.08),   # loss rising
-                                              ([3.0, 2.0, 1.0, 1.0, 0.5], 0.05)])  # below chance
+@pytest.mark.parametrize(
+    'seg_losses, miou',
+    [
+        ([2.0, 2.0, 2.5, 3.0, 3.0], 0.08),  # loss rising
+        ([3.0, 2.0, 1.0, 1.0, 0.5], 0.05),
+    ],
+)  # below chance
 def test_demo_fails_when_it_did_not_learn(tmp_path, monkeypatch, capsys, seg_losses, miou):
     monkeypatch.setattr(demo.subprocess, 'call', fake_step([], seg_losses, miou))
     assert demo.main(['--out', str(tmp_path / 'demo'), '--iters', '5']) == 1

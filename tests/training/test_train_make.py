@@ -1,5 +1,6 @@
 """The training targets of the Makefile (`make NET-DATASET`), run in a scratch copy of the
 repository's Makefile with a stand-in `PY` that records each command it is given."""
+
 import os
 import shutil
 import subprocess
@@ -8,7 +9,7 @@ import pytest
 
 from tests.support import toy_scenes as T
 
-FAKE_PY = r'''#!/bin/bash
+FAKE_PY = r"""#!/bin/bash
 echo "$*" >> "$(dirname "$0")/commands.log"
 out=""; prev=""
 for a in "$@"; do [ "$prev" = "--out" ] && out="$a"; prev="$a"; done
@@ -17,7 +18,7 @@ case "$*" in
   *"-m tools.evaluate"*) mkdir -p "$out" && echo "evaluation table" > "$out/report.md";;
   *"-m data_prep"*) mkdir -p "$out/train" && echo "{}" > "$out/train/manifest.json";;
 esac
-'''
+"""
 
 
 @pytest.fixture
@@ -30,8 +31,12 @@ def workdir(tmp_path):
 
 
 def make(workdir, *args):
-    proc = subprocess.run(['make', '--no-print-directory', '-C', str(workdir), 'PY=./fakepy'] + list(args),
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ['make', '--no-print-directory', '-C', str(workdir), 'PY=./fakepy'] + list(args),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     log = workdir / 'commands.log'
     commands = log.read_text().splitlines() if log.exists() else []
     return proc, commands
@@ -45,17 +50,32 @@ def test_missing_dataset_names_the_root_variable(workdir):
 
 
 def test_pipeline_converts_trains_evaluates(workdir):
-    proc, commands = make(workdir, 'a2-sunrgbd', 'SUNRGBD_ROOT=/raw/sun', 'ITERS=7', 'GPU=1',
-                          'INIT_DEEPLAB=/m/deeplab.caffemodel', 'INIT_DEPTHNET=/m/depthnet.caffemodel')
+    proc, commands = make(
+        workdir,
+        'a2-sunrgbd',
+        'SUNRGBD_ROOT=/raw/sun',
+        'ITERS=7',
+        'GPU=1',
+        'INIT_DEEPLAB=/m/deeplab.caffemodel',
+        'INIT_DEPTHNET=/m/depthnet.caffemodel',
+    )
     assert proc.returncode == 0, proc.stderr
     assert commands[0] == '-m netgen --net a2 --dataset sunrgbd --no-draw'
     assert commands[1] == '-m data_prep sunrgbd --root /raw/sun --out data/sunrgbd'
-    assert commands[2].split() == (
-        '-m tools.train --net a2 --dataset sunrgbd --resume auto --out runs/a2_sunrgbd --gpu 1 '
-        '--iters 7 --init-deeplab /m/deeplab.caffemodel --init-depthnet /m/depthnet.caffemodel').split()
-    assert commands[3].split() == (
-        '-m tools.evaluate --net a2 --dataset sunrgbd --weights runs/a2_sunrgbd/final.caffemodel '
-        '--out runs/a2_sunrgbd/eval --overwrite --gpu 1').split()
+    assert (
+        commands[2].split()
+        == (
+            '-m tools.train --net a2 --dataset sunrgbd --resume auto --out runs/a2_sunrgbd --gpu 1 '
+            '--iters 7 --init-deeplab /m/deeplab.caffemodel --init-depthnet /m/depthnet.caffemodel'
+        ).split()
+    )
+    assert (
+        commands[3].split()
+        == (
+            '-m tools.evaluate --net a2 --dataset sunrgbd --weights runs/a2_sunrgbd/final.caffemodel '
+            '--out runs/a2_sunrgbd/eval --overwrite --gpu 1'
+        ).split()
+    )
     assert 'training table' in proc.stdout and 'evaluation table' in proc.stdout
     # the database exists now: no second conversion; OUT moves the run
     proc, commands = make(workdir, 'a2-sunrgbd', 'OUT=elsewhere')
@@ -83,7 +103,6 @@ def test_unknown_dataset_is_refused(workdir):
 
 
 def test_help_lists_the_training_targets():
-    out = subprocess.run(['make', '--no-print-directory', '-C', T.REPO, 'help'],
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(['make', '--no-print-directory', '-C', T.REPO, 'help'], capture_output=True, text=True).stdout
     for target in ('a1-%', 'a2-%', 'deeplab_aspp-%', 'depthnet-%', 'demo'):
         assert '\n' + target in '\n' + out

@@ -9,6 +9,7 @@
 - `tools.core.protos`: text and binary protos (nets, solvers, caffemodels) and copying weights
   into a live net by layer name with one shape rule.
 """
+
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ class ToolError(Exception):
 def deploy_prototxt(net, dataset):
     """The generated deploy net of `net` for `dataset` (netgen's layout, under `REPO`)."""
     import netgen  # noqa: PLC0415 (netgen imports nothing of tools)
+
     return netgen.paths(net, dataset, root=str(REPO))['deploy']
 
 
@@ -45,12 +47,15 @@ def gpu_available(device):
 def use_device(gpu=None):
     """Caffe's mode: GPU `gpu` (checked first) or the CPU when None."""
     import caffe  # noqa: PLC0415 (the foundation imports without Caffe)
+
     if gpu is None:
         caffe.set_mode_cpu()
         return 'cpu'
     if not gpu_available(gpu):
-        raise ToolError('--gpu %d: this Caffe build cannot use GPU %d (a CPU-only build, or no such '
-                        'device); build with `make setup CAFFE_GPU=1`' % (gpu, gpu))
+        raise ToolError(
+            '--gpu %d: this Caffe build cannot use GPU %d (a CPU-only build, or no such '
+            'device); build with `make setup CAFFE_GPU=1`' % (gpu, gpu)
+        )
     caffe.set_mode_gpu()
     caffe.set_device(gpu)
     return 'gpu %d' % gpu
@@ -59,6 +64,7 @@ def use_device(gpu=None):
 def expected_errors():
     """The exception types that mean an expected fault (exit 2)."""
     from data_prep.errors import DataError  # noqa: PLC0415 (data_prep does not import tools)
+
     return ToolError, DataError
 
 

@@ -11,14 +11,16 @@ never had one (A2's caffemodel is 551 MB).
 Blob data goes through its packed wire bytes: a protobuf repeated float field is read or
 filled element by element in Python otherwise, minutes for DepthNet's 94M-weight fc.
 """
-import numpy as np
-from google.protobuf import message as protobuf_message, text_format
 
+import numpy as np
 from caffe.proto import caffe_pb2
+from google.protobuf import message as protobuf_message
+from google.protobuf import text_format
+
 from tools.core import ToolError
 
-_DATA_FIELD = caffe_pb2.BlobProto.DESCRIPTOR.fields_by_name["data"].number
-_DOUBLE_DATA_FIELD = caffe_pb2.BlobProto.DESCRIPTOR.fields_by_name["double_data"].number
+_DATA_FIELD = caffe_pb2.BlobProto.DESCRIPTOR.fields_by_name['data'].number
+_DOUBLE_DATA_FIELD = caffe_pb2.BlobProto.DESCRIPTOR.fields_by_name['double_data'].number
 _LENGTH_DELIMITED = 2
 
 
@@ -28,9 +30,9 @@ def read_proto(path, message):
         with open(path) as f:
             text_format.Merge(f.read(), message)
     except OSError as err:
-        raise ToolError(f"{path}: cannot read: {err.strerror}") from None
+        raise ToolError(f'{path}: cannot read: {err.strerror}') from None
     except (text_format.ParseError, UnicodeDecodeError) as err:
-        raise ToolError(f"{path}: not a valid {message.DESCRIPTOR.name}: {err}") from None
+        raise ToolError(f'{path}: not a valid {message.DESCRIPTOR.name}: {err}') from None
     return message
 
 
@@ -46,7 +48,7 @@ def read_solver(path):
 
 def write_proto(path, message):
     """Text-format `message` to `path`."""
-    with open(path, "w") as f:
+    with open(path, 'w') as f:
         f.write(text_format.MessageToString(message))
 
 
@@ -54,12 +56,12 @@ def read_caffemodel(path):
     """A binary NetParameter (weights as Caffe's Net::ToProto writes them)."""
     net = caffe_pb2.NetParameter()
     try:
-        with open(path, "rb") as f:
+        with open(path, 'rb') as f:
             net.ParseFromString(f.read())
     except OSError as err:
-        raise ToolError(f"{path}: cannot read: {err.strerror}") from None
+        raise ToolError(f'{path}: cannot read: {err.strerror}') from None
     except (protobuf_message.DecodeError, ValueError) as err:
-        raise ToolError(f"{path}: not a caffemodel (truncated or damaged: {err})") from None
+        raise ToolError(f'{path}: not a caffemodel (truncated or damaged: {err})') from None
     return net
 
 
@@ -70,7 +72,7 @@ def all_layers(net):
 
 def blob_shape(blob):
     """The blob's shape: `shape.dim`, or the legacy num/channels/height/width."""
-    if blob.HasField("shape"):
+    if blob.HasField('shape'):
         return tuple(blob.shape.dim)
     return (blob.num, blob.channels, blob.height, blob.width)
 
@@ -105,7 +107,7 @@ def _skip(raw, pos, wire_type):
     if wire_type == _LENGTH_DELIMITED:
         length, pos = _varint(raw, pos)
         return pos + length
-    raise ValueError(f"unexpected protobuf wire type {wire_type}")
+    raise ValueError(f'unexpected protobuf wire type {wire_type}')
 
 
 def _packed_values(raw, field_number, dtype):
@@ -116,8 +118,7 @@ def _packed_values(raw, field_number, dtype):
         field, wire_type = key >> 3, key & 7
         if field == field_number and wire_type == _LENGTH_DELIMITED:
             length, pos = _varint(raw, pos)
-            chunks.append(np.frombuffer(raw, dtype=dtype, count=length // np.dtype(dtype).itemsize,
-                                        offset=pos))
+            chunks.append(np.frombuffer(raw, dtype=dtype, count=length // np.dtype(dtype).itemsize, offset=pos))
             pos += length
         else:
             pos = _skip(raw, pos, wire_type)
@@ -126,9 +127,9 @@ def _packed_values(raw, field_number, dtype):
 
 def blob_array(blob):
     """The blob's values as float32, in its own shape (legacy 4-D shapes kept as they are)."""
-    field, values, dtype = _DATA_FIELD, blob.data, "<f4"
+    field, values, dtype = _DATA_FIELD, blob.data, '<f4'
     if len(blob.double_data) and not len(blob.data):
-        field, values, dtype = _DOUBLE_DATA_FIELD, blob.double_data, "<f8"
+        field, values, dtype = _DOUBLE_DATA_FIELD, blob.double_data, '<f8'
     flat = _packed_values(blob.SerializeToString(), field, dtype)
     if flat.size != len(values):  # unpacked encoding (old writers): the slow, general path
         flat = np.array(values, dtype=dtype)
@@ -137,12 +138,12 @@ def blob_array(blob):
 
 def set_blob_data(blob, array):
     """Replace the blob's values (float32), keeping its shape fields as they are."""
-    flat = np.ascontiguousarray(array, dtype="<f4").ravel()
+    flat = np.ascontiguousarray(array, dtype='<f4').ravel()
     count = int(np.prod(blob_shape(blob)))
     if flat.size != count:
-        raise ValueError(f"{flat.size} values for a blob of shape {blob_shape(blob)} ({count})")
-    blob.ClearField("data")
-    blob.ClearField("double_data")
+        raise ValueError(f'{flat.size} values for a blob of shape {blob_shape(blob)} ({count})')
+    blob.ClearField('data')
+    blob.ClearField('double_data')
     if flat.size:
         payload = flat.tobytes()
         key = _varint_bytes(_DATA_FIELD << 3 | _LENGTH_DELIMITED)
@@ -159,29 +160,29 @@ def replace_blobs(net, blobs):
     by_name = {layer.name: layer for layer in all_layers(net)}
     missing = sorted(set(blobs) - set(by_name))
     if missing:
-        raise KeyError(f"layers not in the template caffemodel: {', '.join(missing)}")
+        raise KeyError(f'layers not in the template caffemodel: {", ".join(missing)}')
     for name, arrays in blobs.items():
         layer = by_name[name]
         if len(layer.blobs) != len(arrays):
-            raise ValueError(f"layer {name}: {len(arrays)} blobs given, the template has {len(layer.blobs)}")
+            raise ValueError(f'layer {name}: {len(arrays)} blobs given, the template has {len(layer.blobs)}')
         for blob, array in zip(layer.blobs, arrays):
             if np.size(array) != int(np.prod(blob_shape(blob))):
-                raise ValueError(f"layer {name}: blob of shape {np.shape(array)} does not fit "
-                                 f"the template's {blob_shape(blob)}")
+                raise ValueError(
+                    f"layer {name}: blob of shape {np.shape(array)} does not fit the template's {blob_shape(blob)}"
+                )
             set_blob_data(blob, array)
     return net
 
 
 def _shapes(shapes):
-    return ", ".join("x".join(map(str, s)) for s in shapes)
+    return ', '.join('x'.join(map(str, s)) for s in shapes)
 
 
 def shape_fits(saved, wanted):
     """Caffe's rule: equal shapes, or a legacy 4-D shape that is `wanted` padded with leading 1s
     (V1 caffemodels)."""
     saved, wanted = tuple(saved), tuple(wanted)
-    return saved == wanted or (len(saved) == 4 and len(wanted) < 4
-                               and saved == (1,) * (4 - len(wanted)) + wanted)
+    return saved == wanted or (len(saved) == 4 and len(wanted) < 4 and saved == (1,) * (4 - len(wanted)) + wanted)
 
 
 def fit_arrays(arrays, shapes):
@@ -189,11 +190,11 @@ def fit_arrays(arrays, shapes):
     (`shape_fits`), else (None, why not)."""
     file_shapes = [np.shape(a) for a in arrays]
     if len(arrays) != len(shapes):
-        return None, f"{len(arrays)} blobs in the file, {len(shapes)} in the net"
+        return None, f'{len(arrays)} blobs in the file, {len(shapes)} in the net'
     out = []
     for array, shape in zip(arrays, shapes):
         if not shape_fits(np.shape(array), shape):
-            return None, f"shapes {_shapes(file_shapes)} in the file, {_shapes(shapes)} in the net"
+            return None, f'shapes {_shapes(file_shapes)} in the file, {_shapes(shapes)} in the net'
         out.append(np.reshape(array, shape))
     return out, None
 
@@ -206,14 +207,14 @@ def copy_blobs(net, blobs, source):
     fitted, faults = [], []
     for name, arrays in blobs.items():
         if name not in net.params:
-            faults.append(f"the net has no layer {name}")
+            faults.append(f'the net has no layer {name}')
             continue
         out, why = fit_arrays(arrays, [b.data.shape for b in net.params[name]])
         if out is None:
-            faults.append(f"{name}: {why}")
+            faults.append(f'{name}: {why}')
         fitted.append((name, out))
     if faults:
-        raise ToolError(f"{source} does not fit the net: {'; '.join(faults)}")
+        raise ToolError(f'{source} does not fit the net: {"; ".join(faults)}')
     for name, arrays in fitted:
         for blob, array in zip(net.params[name], arrays):
             blob.data[...] = array

@@ -6,6 +6,7 @@ a fixed palette (PASCAL VOC's bit-interleaved colour map); ignored pixels black.
 Depth: one colour map and one range (the 1st-99th percentile of the shown ground truth)
 for every panel, a colour bar in metres, invalid ground truth grey.
 """
+
 import math
 from pathlib import Path
 
@@ -26,6 +27,7 @@ PANEL_WIDTH = 512  # pixels per panel in the saved figure
 def cityscapes_palette():
     """19 x 3 uint8: the official colour of each trainId (cityscapesscripts)."""
     from cityscapesscripts.helpers.labels import trainId2label  # noqa: PLC0415 (slow import)
+
     return np.array([trainId2label[i].color for i in range(19)], np.uint8)
 
 
@@ -50,14 +52,15 @@ def palette(dataset, num_classes):
 def colorize_labels(label, colours):
     """H x W labels (255 or any value >= K: ignored) -> H x W x 3 uint8."""
     table = np.tile(np.array(IGNORE_COLOUR, np.uint8), (256, 1))
-    table[:len(colours)] = colours
+    table[: len(colours)] = colours
     return table[np.asarray(label).astype(np.int64).clip(0, 255)]
 
 
 def colorize_depth(depth, vmin, vmax, cmap=DEPTH_CMAP):
     """H x W metres -> H x W x 3 uint8 through `cmap` on [vmin, vmax]; invalid (not finite
     or <= 0) grey."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # noqa: PLC0415
+
     depth = np.asarray(depth, np.float64)
     valid = np.isfinite(depth) & (depth > 0)
     scaled = np.clip((np.where(valid, depth, vmin) - vmin) / max(vmax - vmin, 1e-12), 0, 1)
@@ -87,14 +90,19 @@ def _shrink(array, step, smooth):
 
 def draw_grid(path, titles, rows, row_names, colorbar=None):
     """Save a grid of RGB panels: rows x len(titles); colorbar (vmin, vmax, cmap, label)."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415
+
     matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
     height, width = rows[0][0].shape[:2]
     panel = 3.2
-    fig, axes = plt.subplots(len(rows), len(titles), squeeze=False,
-                             figsize=(panel * len(titles) + (0.8 if colorbar else 0),
-                                      panel * height / width * len(rows) + 0.5))
+    fig, axes = plt.subplots(
+        len(rows),
+        len(titles),
+        squeeze=False,
+        figsize=(panel * len(titles) + (0.8 if colorbar else 0), panel * height / width * len(rows) + 0.5),
+    )
     for r, panels in enumerate(rows):
         for c, image in enumerate(panels):
             ax = axes[r][c]
@@ -137,8 +145,9 @@ def write_run_figures(run_dir, results, database, compare_runs=()):
         theirs = [[_load_prediction(run['dir'], name)[key] for name in names] for run in others]
         truth = [getattr(record, key) for record in records]
         columns = [theirs_maps for theirs_maps in theirs] + [[p[key] for p in ours], truth]
-        titles = (['input'] + [_column_title(run['results']) for run in others]
-                  + [_column_title(results), 'ground truth'])
+        titles = (
+            ['input'] + [_column_title(run['results']) for run in others] + [_column_title(results), 'ground truth']
+        )
         if task == 'segmentation':
             colours = palette(results['dataset'], len(results['class_names']))
             paint, colorbar = (lambda m: colorize_labels(m, colours)), None
@@ -146,8 +155,10 @@ def write_run_figures(run_dir, results, database, compare_runs=()):
             vmin, vmax = depth_range(truth)
             paint = lambda m: colorize_depth(m, vmin, vmax)  # noqa: E731
             colorbar = (vmin, vmax, DEPTH_CMAP, 'depth (m)')
-        rows = [[_shrink(record.image, step, True)] + [paint(_shrink(col[i], step, False)) for col in columns]
-                for i, record in enumerate(records)]
+        rows = [
+            [_shrink(record.image, step, True)] + [paint(_shrink(col[i], step, False)) for col in columns]
+            for i, record in enumerate(records)
+        ]
         path = Path('figures') / ('%s.png' % task)
         draw_grid(run_dir / path, titles, rows, names, colorbar)
         written.append(str(path))

@@ -24,6 +24,7 @@ Each metric is reported two ways: `pooled` over all valid pixels of the set, and
 pp_mvn and the mean of the SIE are per image in both. Predicted depth <= DEPTH_EPSILON
 is clamped to DEPTH_EPSILON so that ratios and logs stay finite.
 """
+
 import numpy as np
 
 #: Smallest predicted depth in metres used in ratios and logs (docs/FIDELITY.md).
@@ -34,8 +35,7 @@ MVN_EPSILON = 1e-9
 DELTA_BASE = 1.25
 
 SEGMENTATION_KEYS = ('G', 'C', 'mIoU')
-DEPTH_KEYS = ('pp_mvn', 'delta1', 'delta2', 'delta3', 'ard', 'srd', 'rmse', 'rmse_log', 'sie',
-              'sie_table3')
+DEPTH_KEYS = ('pp_mvn', 'delta1', 'delta2', 'delta3', 'ard', 'srd', 'rmse', 'rmse_log', 'sie', 'sie_table3')
 
 
 def confusion_matrix(pred, gt, num_classes, ignore_label=255):
@@ -46,12 +46,13 @@ def confusion_matrix(pred, gt, num_classes, ignore_label=255):
     valid = gt != ignore_label
     gt_valid, pred_valid = gt[valid].astype(np.int64), pred[valid].astype(np.int64)
     if gt_valid.size and (gt_valid.min() < 0 or gt_valid.max() >= num_classes):
-        raise ValueError('ground truth holds labels outside 0..%d and %d: %s' % (
-            num_classes - 1, ignore_label, np.unique(gt_valid[(gt_valid < 0) | (gt_valid >= num_classes)])))
+        raise ValueError(
+            'ground truth holds labels outside 0..%d and %d: %s'
+            % (num_classes - 1, ignore_label, np.unique(gt_valid[(gt_valid < 0) | (gt_valid >= num_classes)]))
+        )
     if pred_valid.size and (pred_valid.min() < 0 or pred_valid.max() >= num_classes):
         raise ValueError('prediction holds labels outside 0..%d' % (num_classes - 1))
-    return np.bincount(num_classes * gt_valid + pred_valid,
-                       minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return np.bincount(num_classes * gt_valid + pred_valid, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def _ratio(numerator, denominator):
@@ -75,10 +76,14 @@ def segmentation_scores(confusion):
     accuracy = _ratio(diag, gt_total)
     iou = _ratio(diag, gt_total + pred_total - diag)
     total = confusion.sum()
-    return {'G': float(diag.sum() / total) if total else float('nan'),
-            'C': _nanmean(accuracy), 'mIoU': _nanmean(iou),
-            'accuracy': accuracy.tolist(), 'iou': iou.tolist(),
-            'pixels': int(total)}
+    return {
+        'G': float(diag.sum() / total) if total else float('nan'),
+        'C': _nanmean(accuracy),
+        'mIoU': _nanmean(iou),
+        'accuracy': accuracy.tolist(),
+        'iou': iou.tolist(),
+        'pixels': int(total),
+    }
 
 
 class SegmentationMeter:
@@ -135,19 +140,21 @@ def depth_sums(pred, gt, min_depth=None, max_depth=None):
     ratio = np.maximum(d / truth, truth / d)
     aligned = np.maximum(mvn_aligned(d, truth), DEPTH_EPSILON)
     log_diff = np.log(d) - np.log(truth)
-    sums.update({
-        'delta1': np.count_nonzero(ratio < DELTA_BASE),
-        'delta2': np.count_nonzero(ratio < DELTA_BASE ** 2),
-        'delta3': np.count_nonzero(ratio < DELTA_BASE ** 3),
-        'pp_mvn': np.count_nonzero(np.maximum(aligned / truth, truth / aligned) < DELTA_BASE),
-        'abs_rel': float((np.abs(d - truth) / truth).sum()),
-        'sq_rel': float(((d - truth) ** 2 / truth).sum()),
-        'sq': float(((d - truth) ** 2).sum()),
-        'log_sq': float((log_diff ** 2).sum()),
-        # SIE is scale invariant per image: centre g on its image's own mean.
-        'log_centred_sq': float(((log_diff - log_diff.mean()) ** 2).sum()),
-        'log_table3_sq': float(((log_diff + log_diff.mean()) ** 2).sum()),
-    })
+    sums.update(
+        {
+            'delta1': np.count_nonzero(ratio < DELTA_BASE),
+            'delta2': np.count_nonzero(ratio < DELTA_BASE**2),
+            'delta3': np.count_nonzero(ratio < DELTA_BASE**3),
+            'pp_mvn': np.count_nonzero(np.maximum(aligned / truth, truth / aligned) < DELTA_BASE),
+            'abs_rel': float((np.abs(d - truth) / truth).sum()),
+            'sq_rel': float(((d - truth) ** 2 / truth).sum()),
+            'sq': float(((d - truth) ** 2).sum()),
+            'log_sq': float((log_diff**2).sum()),
+            # SIE is scale invariant per image: centre g on its image's own mean.
+            'log_centred_sq': float(((log_diff - log_diff.mean()) ** 2).sum()),
+            'log_table3_sq': float(((log_diff + log_diff.mean()) ** 2).sum()),
+        }
+    )
     return sums
 
 
@@ -158,9 +165,13 @@ def depth_scores(sums):
         return {key: float('nan') for key in DEPTH_KEYS}
     return {
         'pp_mvn': sums['pp_mvn'] / n,
-        'delta1': sums['delta1'] / n, 'delta2': sums['delta2'] / n, 'delta3': sums['delta3'] / n,
-        'ard': sums['abs_rel'] / n, 'srd': sums['sq_rel'] / n,
-        'rmse': float(np.sqrt(sums['sq'] / n)), 'rmse_log': float(np.sqrt(sums['log_sq'] / n)),
+        'delta1': sums['delta1'] / n,
+        'delta2': sums['delta2'] / n,
+        'delta3': sums['delta3'] / n,
+        'ard': sums['abs_rel'] / n,
+        'srd': sums['sq_rel'] / n,
+        'rmse': float(np.sqrt(sums['sq'] / n)),
+        'rmse_log': float(np.sqrt(sums['log_sq'] / n)),
         'sie': float(np.sqrt(sums['log_centred_sq'] / n)),
         'sie_table3': sums['log_table3_sq'] / n,
     }
@@ -191,14 +202,23 @@ class DepthMeter:
         """{'pooled': ..., 'per_image': ..., 'per_image_std': ..., 'images': ..., 'pixels': ...}."""
         if not self._per_image:
             nan = depth_scores({'n': 0})
-            return {'pooled': nan, 'per_image': nan, 'per_image_std': nan, 'images': 0, 'pixels': 0,
-                    'images_without_valid_depth': self.images_without_valid_depth}
+            return {
+                'pooled': nan,
+                'per_image': nan,
+                'per_image_std': nan,
+                'images': 0,
+                'pixels': 0,
+                'images_without_valid_depth': self.images_without_valid_depth,
+            }
         table = np.array(self._per_image)
-        return {'pooled': depth_scores(self._total),
-                'per_image': dict(zip(DEPTH_KEYS, table.mean(0).tolist())),
-                'per_image_std': dict(zip(DEPTH_KEYS, table.std(0).tolist())),
-                'images': len(self._per_image), 'pixels': self._total['n'],
-                'images_without_valid_depth': self.images_without_valid_depth}
+        return {
+            'pooled': depth_scores(self._total),
+            'per_image': dict(zip(DEPTH_KEYS, table.mean(0).tolist())),
+            'per_image_std': dict(zip(DEPTH_KEYS, table.std(0).tolist())),
+            'images': len(self._per_image),
+            'pixels': self._total['n'],
+            'images_without_valid_depth': self.images_without_valid_depth,
+        }
 
 
 def official_cityscapes_scores(prediction_dir, gt_files):
@@ -210,10 +230,11 @@ def official_cityscapes_scores(prediction_dir, gt_files):
     `classScores` the per-class IoU. The instance-weighted nIoU is switched off: it
     needs `*_instanceIds.png` and calls `np.in1d`, which numpy 2.4 removed.
     """
-    import contextlib
-    import copy
-    import io
-    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as scorer
+    import contextlib  # noqa: PLC0415
+    import copy  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as scorer  # noqa: PLC0415
 
     args = copy.copy(scorer.args)
     args.predictionPath, args.predictionWalk = str(prediction_dir), None

@@ -7,16 +7,17 @@
   winning in overlaps and depth averaged; `predict_resized` resizes to the input and back.
 41 x 41 scores and 81 x 81 depth reach the target size by corner-aligned bilinear upsampling.
 """
+
 from pathlib import Path
 
+import caffe
 import cv2
 import numpy as np
 
-import caffe
 from netgen import config
-from netgen.fixed_weights import PREFIX as FIXED_PREFIX, fill_fixed_weights
-from tools.core import ToolError, use_device
-from tools.core import protos
+from netgen.fixed_weights import PREFIX as FIXED_PREFIX
+from netgen.fixed_weights import fill_fixed_weights
+from tools.core import ToolError, protos, use_device
 from tools.evaluation.tiling import TileMerger, pad_to_tile, tile_origins, upsample
 
 #: Deploy blob of each task (docs/DESIGN.md).
@@ -31,8 +32,11 @@ def check_weights(net, model, weights):
     layer at its random init silently, and abort the process on a wrong shape). `fixed_*`
     layers may be absent: netgen.fixed_weights writes them. Returns the names of layers
     with blobs in the file but not in the net (ignored, as Caffe does)."""
-    saved = {layer.name: [protos.blob_shape(b) for b in layer.blobs]
-             for layer in protos.all_layers(model) if len(layer.blobs)}
+    saved = {
+        layer.name: [protos.blob_shape(b) for b in layer.blobs]
+        for layer in protos.all_layers(model)
+        if len(layer.blobs)
+    }
     missing, wrong = [], []
     for name, blobs in net.params.items():
         if name not in saved:
@@ -75,8 +79,7 @@ class Predictor:
     """Forwards 321 x 321 RGB inputs through a deploy net in batches; predicts whole images
     by tiling or by resizing. Outputs: H x W int32 labels and/or H x W float32 depth."""
 
-    def __init__(self, net, tasks, batch_size=DEFAULT_BATCH, tile=config.INPUT_SIZE,
-                 resize_interpolation='area'):
+    def __init__(self, net, tasks, batch_size=DEFAULT_BATCH, tile=config.INPUT_SIZE, resize_interpolation='area'):
         self.net, self.tasks, self.batch_size, self.tile = net, tuple(tasks), batch_size, tile
         self.interpolation = RESIZE_INTERPOLATION[resize_interpolation]
         self.mean_bgr = np.asarray(config.MEAN_BGR, np.float32)
@@ -90,7 +93,7 @@ class Predictor:
         outputs = {HEADS[task]: [] for task in self.tasks}
         data = self.net.blobs['data']
         for start in range(0, len(inputs), self.batch_size):
-            batch = inputs[start:start + self.batch_size]
+            batch = inputs[start : start + self.batch_size]
             if data.data.shape[0] != len(batch):
                 data.reshape(len(batch), 3, self.tile, self.tile)
                 self.net.reshape()
@@ -105,7 +108,7 @@ class Predictor:
         height, width = image.shape[:2]
         padded = pad_to_tile(self.preprocess(image), self.tile, 0)
         origins = tile_origins(height, width, self.tile)
-        tiles = np.stack([padded[y:y + self.tile, x:x + self.tile] for y, x in origins])
+        tiles = np.stack([padded[y : y + self.tile, x : x + self.tile] for y, x in origins])
         outputs = self.forward(tiles)
         merger = TileMerger(height, width, self.tile)
         for i, (y, x) in enumerate(origins):
@@ -113,8 +116,10 @@ class Predictor:
                 merger.add_segmentation(y, x, outputs['seg_prob'][i])
             if 'depth' in self.tasks:
                 merger.add_depth(y, x, outputs['depth'][i])
-        return (merger.label() if 'segmentation' in self.tasks else None,
-                merger.depth() if 'depth' in self.tasks else None)
+        return (
+            merger.label() if 'segmentation' in self.tasks else None,
+            merger.depth() if 'depth' in self.tasks else None,
+        )
 
     def predict_resized(self, image):
         """Paper L456-461: resize to the input size, predict, resize back."""

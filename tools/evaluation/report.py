@@ -1,15 +1,16 @@
 """The run's report: the paper's table for the dataset (`tools.evaluation.paper`) with this
 run's numbers beside it, and other runs' (`--compare`); report.md and report.json.
 """
+
 import json
 import math
 from pathlib import Path
 
 from tools.core import ToolError
-from tools.evaluation.paper import (DEPTH_ROWS, PAPER_DEPTH, PAPER_NAMES, PAPER_SEGMENTATION,
-                                    RATIO_KEYS, SIE_TABLE3_ROW)
+from tools.evaluation.paper import DEPTH_ROWS, PAPER_DEPTH, PAPER_NAMES, PAPER_SEGMENTATION, RATIO_KEYS, SIE_TABLE3_ROW
 
 # --- runs -------------------------------------------------------------------------------
+
 
 def load_run(path):
     """{'dir': Path, 'results': report.json} of a finished run directory."""
@@ -28,11 +29,15 @@ def check_comparable(run, dataset, names):
     """ToolError unless `run` is on `dataset` and kept predictions of the images `names`."""
     results = run['results']
     if results.get('dataset') != dataset:
-        raise ToolError('cannot compare with %s: it evaluated %s, not %s' % (run['dir'], results.get('dataset'), dataset))
+        raise ToolError(
+            'cannot compare with %s: it evaluated %s, not %s' % (run['dir'], results.get('dataset'), dataset)
+        )
     missing = [name for name in names if not (run['dir'] / 'predictions' / ('%s.npz' % name)).is_file()]
     if missing:
-        raise ToolError('cannot compare with %s: it kept no prediction of %s (evaluate it on the same '
-                          'split with the same --figures)' % (run['dir'], ', '.join(missing)))
+        raise ToolError(
+            'cannot compare with %s: it kept no prediction of %s (evaluate it on the same '
+            'split with the same --figures)' % (run['dir'], ', '.join(missing))
+        )
 
 
 def run_label(results):
@@ -40,6 +45,7 @@ def run_label(results):
 
 
 # --- formatting ---------------------------------------------------------------------------
+
 
 def _fmt(value, digits, scale=1):
     """value * scale with `digits` decimals; '-' for None / NaN (the paper's "-", JSON's null)."""
@@ -64,21 +70,29 @@ def segmentation_section(results, compare_runs):
     rows = [['**this run: %s**' % run_label(results)] + ['**%s**' % c for c in _seg_cells(scores)]]
     for run in compare_runs:
         if 'segmentation' in run['results']:
-            rows.append(['compared: %s, `%s`' % (run_label(run['results']), run['dir'])]
-                        + _seg_cells(run['results']['segmentation']))
+            rows.append(
+                ['compared: %s, `%s`' % (run_label(run['results']), run['dir'])]
+                + _seg_cells(run['results']['segmentation'])
+            )
     for name, key, values in table.rows:
         marker = ' ← same net' if key == results['net'] else ''
         rows.append(['%s (paper)%s' % (name, marker)] + list(values))
     lines = ['## Segmentation: paper %s (%s)' % (table.title, table.where), '']
     lines += _table(['', 'G', 'C', 'mIoU'], rows)
-    lines += ['', 'In %%. One confusion matrix over %d images and %d labelled pixels: G = correct / all, '
-              'C = mean over classes of per-class accuracy, mIoU = mean over classes of IoU '
-              '(paper L388-393). Classes absent from both ground truth and prediction are left out '
-              'of the means.' % (scores['images'], scores['pixels'])]
+    lines += [
+        '',
+        'In %%. One confusion matrix over %d images and %d labelled pixels: G = correct / all, '
+        'C = mean over classes of per-class accuracy, mIoU = mean over classes of IoU '
+        '(paper L388-393). Classes absent from both ground truth and prediction are left out '
+        'of the means.' % (scores['images'], scores['pixels']),
+    ]
     official = results.get('official_cityscapes')
     if official:
-        lines += ['', 'Official `cityscapesscripts` scorer on the written labelId PNGs: mIoU %s %% '
-                  '(this evaluator: %s %%).' % (_fmt(official['mIoU'], 2, 100), _fmt(scores['mIoU'], 2, 100))]
+        lines += [
+            '',
+            'Official `cityscapesscripts` scorer on the written labelId PNGs: mIoU %s %% '
+            '(this evaluator: %s %%).' % (_fmt(official['mIoU'], 2, 100), _fmt(scores['mIoU'], 2, 100)),
+        ]
     lines += ['', '### Per-class IoU', '']
     header = ['class', 'IoU %', 'accuracy %', 'labelled pixels']
     header += ['IoU % ' + run['results']['net'] for run in compare_runs if 'segmentation' in run['results']]
@@ -86,8 +100,11 @@ def segmentation_section(results, compare_runs):
     rows = []
     for i, name in enumerate(results['class_names']):
         row = [name, _fmt(scores['iou'][i], 2, 100), _fmt(scores['accuracy'][i], 2, 100), str(gt_pixels[i])]
-        row += [_fmt(run['results']['segmentation']['iou'][i], 2, 100)
-                for run in compare_runs if 'segmentation' in run['results']]
+        row += [
+            _fmt(run['results']['segmentation']['iou'][i], 2, 100)
+            for run in compare_runs
+            if 'segmentation' in run['results']
+        ]
         rows.append(row)
     return lines + _table(header, rows)
 
@@ -107,22 +124,30 @@ def depth_section(results, compare_runs):
     header += ['%s (paper)%s' % (name, ' ← same net' if key == results['net'] else '') for name, key in table.columns]
     rows = []
     for key, label, higher in DEPTH_ROWS + (SIE_TABLE3_ROW,):
-        row = ['%s (%s)' % (label, 'higher is better' if higher else 'lower is better'),
-               '**%s**' % _depth_cell(scores['per_image'][key], key, table.percent),
-               _depth_cell(scores['pooled'][key], key, table.percent)]
+        row = [
+            '%s (%s)' % (label, 'higher is better' if higher else 'lower is better'),
+            '**%s**' % _depth_cell(scores['per_image'][key], key, table.percent),
+            _depth_cell(scores['pooled'][key], key, table.percent),
+        ]
         row += [_depth_cell(run['results']['depth']['per_image'][key], key, table.percent) for run in compared]
         row += list(table.values.get(key, ('-',) * len(table.columns)))
         rows.append(row)
     lines = ['## Depth: paper %s (%s)' % (table.title, table.where), '']
     lines += _table(header, rows)
-    lines += ['', 'Over %d images with %d valid ground-truth pixels%s; %s. Depth in metres, natural logs. '
-              '"mean over images": each metric per image, then averaged; "pooled": over all valid '
-              'pixels of the set (MVN and the SIE mean stay per image). SIE = Eigen et al.\'s '
-              'sqrt(mean(g²) - mean(g)²), g = ln d - ln d*; PP-MVN: the γ < 1.25 test after '
-              'aligning the prediction\'s mean and spread to the ground truth\'s (docs/FIDELITY.md).'
-              % (scores['images'], scores['pixels'],
-                 '' if results.get('max_depth') is None else ' (ground truth up to %g m)' % results['max_depth'],
-                 'ratios in %' if table.percent else 'ratios as fractions, as the paper\'s table prints them')]
+    lines += [
+        '',
+        'Over %d images with %d valid ground-truth pixels%s; %s. Depth in metres, natural logs. '
+        '"mean over images": each metric per image, then averaged; "pooled": over all valid '
+        "pixels of the set (MVN and the SIE mean stay per image). SIE = Eigen et al.'s "
+        'sqrt(mean(g²) - mean(g)²), g = ln d - ln d*; PP-MVN: the γ < 1.25 test after '
+        "aligning the prediction's mean and spread to the ground truth's (docs/FIDELITY.md)."
+        % (
+            scores['images'],
+            scores['pixels'],
+            '' if results.get('max_depth') is None else ' (ground truth up to %g m)' % results['max_depth'],
+            'ratios in %' if table.percent else "ratios as fractions, as the paper's table prints them",
+        ),
+    ]
     if scores.get('images_without_valid_depth'):
         lines += ['', '%d images had no valid depth pixel and are left out.' % scores['images_without_valid_depth']]
     return lines
@@ -131,29 +156,45 @@ def depth_section(results, compare_runs):
 def notes(results):
     out = []
     if results.get('random_weights'):
-        out.append('**Random weights**: this run evaluates an untrained net (a smoke test); '
-                   'its numbers say nothing about the paper.')
+        out.append(
+            '**Random weights**: this run evaluates an untrained net (a smoke test); '
+            'its numbers say nothing about the paper.'
+        )
     if results['images'] < results['images_in_split']:
-        out.append('**Partial set**: %d of the %d images of the split (--limit).'
-                   % (results['images'], results['images_in_split']))
+        out.append(
+            '**Partial set**: %d of the %d images of the split (--limit).'
+            % (results['images'], results['images_in_split'])
+        )
     if results['dataset'] == 'cityscapes' and results['split'] == 'val':
-        out.append('The paper evaluates Cityscapes on val + test, 2025 images (L345-347); test labels are '
-                   'not public, so segmentation is scored on val (500).')
+        out.append(
+            'The paper evaluates Cityscapes on val + test, 2025 images (L345-347); test labels are '
+            'not public, so segmentation is scored on val (500).'
+        )
     return out
 
 
 def render_markdown(results, compare_runs=()):
-    mode = ('tiles of 321 x 321 with minimum overlap, %d per forward (paper L349-357)' % results['batch_size']
-            if results['mode'] == 'tiles' else
-            'resized to 321 x 321 (%s), prediction resized back (paper L456-461)' % results['resize_interpolation'])
+    mode = (
+        'tiles of 321 x 321 with minimum overlap, %d per forward (paper L349-357)' % results['batch_size']
+        if results['mode'] == 'tiles'
+        else 'resized to 321 x 321 (%s), prediction resized back (paper L456-461)' % results['resize_interpolation']
+    )
     lines = ['# Evaluation: %s on %s/%s' % (run_label(results), results['dataset'], results['split']), '']
-    lines += _table(['', ''], [
-        ['weights', '`%s`' % results['weights'] if results['weights'] else 'random (deploy net fillers)'],
-        ['deploy net', '`%s`' % results['deploy']], ['database', '`%s`' % results['database']],
-        ['images', '%d of %d' % (results['images'], results['images_in_split'])],
-        ['inference', mode],
-        ['time', '%.1f s on %s, %.3f images/s' % (results['seconds'], results['device'], results['images_per_second'])],
-        ['created', results['created']]])
+    lines += _table(
+        ['', ''],
+        [
+            ['weights', '`%s`' % results['weights'] if results['weights'] else 'random (deploy net fillers)'],
+            ['deploy net', '`%s`' % results['deploy']],
+            ['database', '`%s`' % results['database']],
+            ['images', '%d of %d' % (results['images'], results['images_in_split'])],
+            ['inference', mode],
+            [
+                'time',
+                '%.1f s on %s, %.3f images/s' % (results['seconds'], results['device'], results['images_per_second']),
+            ],
+            ['created', results['created']],
+        ],
+    )
     for note in notes(results):
         lines += ['', '> ' + note]
     if 'segmentation' in results:
@@ -163,11 +204,18 @@ def render_markdown(results, compare_runs=()):
     if results.get('figures'):
         lines += ['', '## Figures', '']
         lines += ['![%s](%s)' % (Path(path).stem, path) for path in results['figures']]
-    lines += ['', '## Files', '', '- `per_image.csv`: every metric of every image',
-              '- `predictions/`: the figure images\' predictions (for `--compare` by other runs)']
+    lines += [
+        '',
+        '## Files',
+        '',
+        '- `per_image.csv`: every metric of every image',
+        "- `predictions/`: the figure images' predictions (for `--compare` by other runs)",
+    ]
     if 'segmentation' in results and results['dataset'] == 'cityscapes':
-        lines += ['- `cityscapes_results/`: full-resolution labelId PNGs in the official naming '
-                  '(`cityscapesscripts` scores them unchanged)']
+        lines += [
+            '- `cityscapes_results/`: full-resolution labelId PNGs in the official naming '
+            '(`cityscapesscripts` scores them unchanged)'
+        ]
     return '\n'.join(lines) + '\n'
 
 
@@ -192,9 +240,10 @@ def write_report(run_dir, results, compare_runs=()):
 
 def summary(results):
     """A few lines for the console."""
-    lines = ['%s on %s/%s, %d images, %.3f images/s' % (run_label(results), results['dataset'],
-                                                        results['split'], results['images'],
-                                                        results['images_per_second'])]
+    lines = [
+        '%s on %s/%s, %d images, %.3f images/s'
+        % (run_label(results), results['dataset'], results['split'], results['images'], results['images_per_second'])
+    ]
     paper = {key: values for _, key, values in PAPER_SEGMENTATION[results['dataset']].rows if key}
     if 'segmentation' in results:
         ours = _seg_cells(results['segmentation'])
@@ -202,8 +251,10 @@ def summary(results):
         lines.append('segmentation %%: G %s  C %s  mIoU %s   (paper: G %s  C %s  mIoU %s)' % tuple(ours + theirs))
     if 'depth' in results:
         depth = results['depth']['per_image']
-        lines.append('depth (mean over images): ' + '  '.join(
-            '%s %s' % (label, _fmt(depth[key], 4)) for key, label, _ in DEPTH_ROWS))
+        lines.append(
+            'depth (mean over images): '
+            + '  '.join('%s %s' % (label, _fmt(depth[key], 4)) for key, label, _ in DEPTH_ROWS)
+        )
     for note in notes(results):
         lines.append('note: ' + note.replace('**', ''))
     return '\n'.join(lines)

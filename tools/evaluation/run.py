@@ -14,6 +14,7 @@ predictions, for `--compare` by later runs) and, for Cityscapes, cityscapes_resu
 resolution labelId PNGs named as the official scorer expects.
 `python -m tools.evaluate` is the command line.
 """
+
 import csv
 import os
 import shutil
@@ -28,7 +29,8 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from data_prep.cityscapes import CLASS_NAMES as CITYSCAPES_CLASS_NAMES, TRAIN_ID_TO_LABEL_ID  # noqa: E402
+from data_prep.cityscapes import CLASS_NAMES as CITYSCAPES_CLASS_NAMES  # noqa: E402
+from data_prep.cityscapes import TRAIN_ID_TO_LABEL_ID  # noqa: E402
 from data_prep.database import open_database  # noqa: E402
 from data_prep.errors import DataError  # noqa: E402
 from netgen import config  # noqa: E402
@@ -46,6 +48,7 @@ PROGRESS_FORMAT = '{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {ra
 
 
 # --- the data -----------------------------------------------------------------------
+
 
 def database_path(dataset, split, data=None):
     """One split's database: `data`/<split>, default data/<dataset>/<split>."""
@@ -70,7 +73,7 @@ def record_name(record, index):
     for source in record.sources:
         base = os.path.basename(source)
         if base.endswith('_leftImg8bit.png'):
-            return base[:-len('_leftImg8bit.png')]
+            return base[: -len('_leftImg8bit.png')]
     if record.sources:
         return '%05d_%s' % (index, os.path.splitext(os.path.basename(record.sources[0]))[0])
     return '%05d' % index
@@ -98,24 +101,30 @@ def _gt_file(database, record):
 
 # --- the run ------------------------------------------------------------------------
 
+
 def choose_tasks(net, net_name, tasks, database):
     """The tasks to evaluate: those asked for (default: every head the net has), each
     checked against the net's outputs and the split's ground truth."""
     available = [task for task, blob in HEADS.items() if blob in net.blobs]
     if not available:
-        raise ToolError('net %s has neither a %s output: not a deploy net of this project'
-                        % (net_name, ' nor a '.join(map(repr, HEADS.values()))))
+        raise ToolError(
+            'net %s has neither a %s output: not a deploy net of this project'
+            % (net_name, ' nor a '.join(map(repr, HEADS.values())))
+        )
     tasks = list(tasks or available)
     for task in tasks:
         if task not in HEADS:
             raise ToolError('unknown task %r: choose from %s' % (task, ', '.join(HEADS)))
         if task not in available:
-            raise ToolError('net %s has no %r output: it does not do %s (it does: %s)'
-                            % (net_name, HEADS[task], task, ', '.join(available)))
+            raise ToolError(
+                'net %s has no %r output: it does not do %s (it does: %s)'
+                % (net_name, HEADS[task], task, ', '.join(available))
+            )
     if 'segmentation' in tasks and (getattr(database, 'labelled', True) is False or database[0].label is None):
-        raise ToolError('split %s has no segmentation labels (Cityscapes test labels are not public); '
-                        'evaluate depth only with --task depth, or another split'
-                        % getattr(database, 'path', 'of this database'))
+        raise ToolError(
+            'split %s has no segmentation labels (Cityscapes test labels are not public); '
+            'evaluate depth only with --task depth, or another split' % getattr(database, 'path', 'of this database')
+        )
     return tasks
 
 
@@ -145,8 +154,10 @@ def _check_arguments(dataset, mode, batch_size, limit, official_scorer, tasks):
 def _check_classes(net, deploy, dataset, tasks):
     num_classes = config.NUM_CLASSES[dataset]
     if 'segmentation' in tasks and net.blobs['seg_prob'].data.shape[1] != num_classes:
-        raise ToolError('net %s outputs %d classes, %s has %d: wrong deploy net?' % (
-            deploy, net.blobs['seg_prob'].data.shape[1], dataset, num_classes))
+        raise ToolError(
+            'net %s outputs %d classes, %s has %d: wrong deploy net?'
+            % (deploy, net.blobs['seg_prob'].data.shape[1], dataset, num_classes)
+        )
 
 
 class _Scoring:
@@ -176,8 +187,10 @@ class _Scoring:
             self.gt_files.append(_gt_file(self.database, record))
         self.rows.append(row)
         if keep:
-            np.savez_compressed(self.partial / 'predictions' / ('%s.npz' % name), **{
-                key: value for key, value in (('label', label), ('depth', depth)) if value is not None})
+            np.savez_compressed(
+                self.partial / 'predictions' / ('%s.npz' % name),
+                **{key: value for key, value in (('label', label), ('depth', depth)) if value is not None},
+            )
 
     def scores(self):
         out = {}
@@ -189,8 +202,9 @@ class _Scoring:
 
 
 def _predict_all(predict, database, count, tasks, names, scoring, desc, progress):
-    with tqdm(total=count, unit=' images', desc=desc, disable=not progress, dynamic_ncols=True,
-              bar_format=PROGRESS_FORMAT) as bar:
+    with tqdm(
+        total=count, unit=' images', desc=desc, disable=not progress, dynamic_ncols=True, bar_format=PROGRESS_FORMAT
+    ) as bar:
         for index in range(count):
             record = database[index]
             name = names.get(index) or record_name(record, index)
@@ -217,10 +231,28 @@ def _commit(partial, out_dir):
     partial.rename(out_dir)
 
 
-def evaluate(net_name, dataset, weights, split=None, out_dir=None, gpu=None, *, deploy=None,
-             database=None, batch_size=DEFAULT_BATCH, mode=None, tasks=None, limit=None,
-             num_figures=4, compare=(), official_scorer=False, resize_interpolation='area',
-             max_depth=None, overwrite=False, progress=True):
+def evaluate(
+    net_name,
+    dataset,
+    weights,
+    split=None,
+    out_dir=None,
+    gpu=None,
+    *,
+    deploy=None,
+    database=None,
+    batch_size=DEFAULT_BATCH,
+    mode=None,
+    tasks=None,
+    limit=None,
+    num_figures=4,
+    compare=(),
+    official_scorer=False,
+    resize_interpolation='area',
+    max_depth=None,
+    overwrite=False,
+    progress=True,
+):
     """Evaluate net `net_name` on `dataset`/`split` and write the run directory.
 
     weights: a .caffemodel, or None for the deploy net's random init (marked in the report);
@@ -247,20 +279,31 @@ def evaluate(net_name, dataset, weights, split=None, out_dir=None, gpu=None, *, 
     started = time.time()
     try:
         scoring = _Scoring(dataset, tasks, max_depth, partial, database)
-        _predict_all(predict, database, count, tasks, names, scoring,
-                     '%s %s/%s' % (net_name, dataset, split), progress)
+        _predict_all(predict, database, count, tasks, names, scoring, '%s %s/%s' % (net_name, dataset, split), progress)
         seconds = time.time() - started
         results = {
-            'net': net_name, 'dataset': dataset, 'split': split, 'tasks': tasks,
-            'weights': str(weights) if weights else None, 'random_weights': weights is None,
-            'deploy': str(deploy), 'database': str(getattr(database, 'path', '<in memory>')),
-            'images': count, 'images_in_split': len(database), 'mode': mode, 'batch_size': batch_size,
+            'net': net_name,
+            'dataset': dataset,
+            'split': split,
+            'tasks': tasks,
+            'weights': str(weights) if weights else None,
+            'random_weights': weights is None,
+            'deploy': str(deploy),
+            'database': str(getattr(database, 'path', '<in memory>')),
+            'images': count,
+            'images_in_split': len(database),
+            'mode': mode,
+            'batch_size': batch_size,
             'resize_interpolation': resize_interpolation if mode == 'resize' else None,
-            'max_depth': max_depth, 'seconds': seconds, 'images_per_second': count / seconds,
+            'max_depth': max_depth,
+            'seconds': seconds,
+            'images_per_second': count / seconds,
             'device': 'gpu %d' % gpu if gpu is not None else 'cpu',
             'created': time.strftime('%Y-%m-%d %H:%M:%S'),
             'class_names': list(getattr(database, 'class_names', None) or default_class_names(dataset)),
-            'figure_images': [names[i] for i in shown], 'figure_indices': shown, **scoring.scores(),
+            'figure_images': [names[i] for i in shown],
+            'figure_indices': shown,
+            **scoring.scores(),
         }
         if official_scorer:
             results['official_cityscapes'] = _run_official_scorer(scoring.gt_files, partial)
@@ -285,8 +328,10 @@ def _prefixed(prefix, scores, keys):
 def _run_official_scorer(gt_files, run_dir):
     missing = [f for f in gt_files if not f or not os.path.isfile(f)]
     if missing:
-        raise ToolError('--official-scorer needs the gtFine files the database was converted from; '
-                              'not found: %s' % (missing[0] or 'no *_gtFine_labelIds.png among the sources'))
+        raise ToolError(
+            '--official-scorer needs the gtFine files the database was converted from; '
+            'not found: %s' % (missing[0] or 'no *_gtFine_labelIds.png among the sources')
+        )
     scores = official_cityscapes_scores(run_dir / 'cityscapes_results', gt_files)
     return {'mIoU': scores['averageScoreClasses'], 'class_iou': scores['classScores']}
 
@@ -297,5 +342,6 @@ def _write_csv(path, rows):
         writer = csv.DictWriter(f, fields)
         writer.writeheader()
         for row in rows:
-            writer.writerow({key: ('%.6g' % value if isinstance(value, float) else value)
-                             for key, value in row.items()})
+            writer.writerow(
+                {key: ('%.6g' % value if isinstance(value, float) else value) for key, value in row.items()}
+            )

@@ -13,6 +13,7 @@ Score maps (41 x 41) and depth maps (81 x 81) reach tile size by corner-aligned
 bilinear upsampling (DeepLab's Interp convention: output pixel i samples input
 position i * (n_in - 1) / (n_out - 1)); docs/FIDELITY.md, "Evaluation".
 """
+
 import functools
 import math
 
@@ -99,7 +100,7 @@ class TileMerger:
         self.has_segmentation = self.has_depth = False
 
     def _window(self, y, x):
-        return np.s_[y:y + self.tile, x:x + self.tile]
+        return np.s_[y : y + self.tile, x : x + self.tile]
 
     def add_segmentation(self, y, x, scores):
         """Merge a tile's K x h x w softmax scores whose tile starts at (y, x)."""
@@ -124,13 +125,13 @@ class TileMerger:
         """H x W int32 label map (class indices)."""
         if not self.has_segmentation:
             raise RuntimeError('TileMerger.label: no segmentation tile was added')
-        return self._label[:self.height, :self.width].copy()
+        return self._label[: self.height, : self.width].copy()
 
     def depth(self):
         """H x W float32 depth map, the mean over covering tiles."""
         if not self.has_depth:
             raise RuntimeError('TileMerger.depth: no depth tile was added')
-        count = self._depth_count[:self.height, :self.width]
+        count = self._depth_count[: self.height, : self.width]
         if count.min() == 0:
             raise RuntimeError('TileMerger.depth: some pixels are covered by no tile')
-        return (self._depth_sum[:self.height, :self.width] / count).astype(np.float32)
+        return (self._depth_sum[: self.height, : self.width] / count).astype(np.float32)

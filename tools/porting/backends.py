@@ -6,6 +6,7 @@ function returns {blob: array}: pycaffe (`caffe_outputs`, `caffe_forward`), a to
 (`pytorch_outputs`), ONNX Runtime (`onnx_outputs`), OpenCV's dnn (`opencv_outputs`).
 Shared by `tools.porting.export` and `tools.porting.parity`.
 """
+
 import numpy as np
 
 from tools.core.protos import read_net
@@ -24,8 +25,7 @@ def relative_error(out, ref):
 def random_inputs(shapes, seed=0, scale=1.0):
     """{input name: seeded Gaussian array}: unit scale keeps random-weight logits near a trained net's."""
     rng = np.random.default_rng(seed)
-    return {name: (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale))
-            for name, shape in shapes.items()}
+    return {name: (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)) for name, shape in shapes.items()}
 
 
 def caffe_forward(net, inputs, blobs):
@@ -40,11 +40,13 @@ def caffe_forward(net, inputs, blobs):
 def caffe_outputs(prototxt, caffemodel, inputs, blobs):
     """pycaffe forward (TEST phase) with weights from a caffemodel: {blob: array}."""
     import caffe  # noqa: PLC0415 (each backend imports its engine only when used)
+
     return caffe_forward(caffe.Net(str(prototxt), str(caffemodel), caffe.TEST), inputs, blobs)
 
 
 def pytorch_outputs(module, inputs):
     import torch  # noqa: PLC0415
+
     with torch.no_grad():
         out = module(*[torch.from_numpy(inputs[name]) for name in module.input_names])
     return {name: value.numpy() for name, value in out.items()}
@@ -52,7 +54,8 @@ def pytorch_outputs(module, inputs):
 
 def onnx_outputs(onnx_path, inputs):
     import onnxruntime  # noqa: PLC0415
-    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(names, inputs)))
 
@@ -69,6 +72,7 @@ def _producers(prototxt, blobs):
 def opencv_outputs(prototxt, caffemodel, inputs, blobs):
     """cv2.dnn.readNetFromCaffe forward on the CPU in float32: {blob: array} for the named blobs."""
     import cv2  # noqa: PLC0415
+
     net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)

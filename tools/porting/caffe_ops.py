@@ -8,6 +8,7 @@ in plain torch ops that ONNX export keeps as they are:
 - MVN: eps is added to the standard deviation, not to the variance;
 - Reshape: 0 copies a bottom axis, -1 is inferred, axis/num_axes replace a range of axes.
 """
+
 import math
 
 import torch
@@ -32,7 +33,7 @@ def _pad_to_windows(x, kernel, stride, pad, ceil_mode, value):
     (pad_top, bottom, out_h), (pad_left, right, out_w) = extents
     x = F.pad(x, (pad_left, max(right, 0), pad_top, max(bottom, 0)), value=value)
     if bottom < 0 or right < 0:  # rows/columns no window reaches
-        x = x[..., :x.shape[-2] + min(bottom, 0), :x.shape[-1] + min(right, 0)]
+        x = x[..., : x.shape[-2] + min(bottom, 0), : x.shape[-1] + min(right, 0)]
     return x, (out_h, out_w)
 
 
@@ -48,18 +49,20 @@ def _ave_divisor_correction(size, out, kernel, stride, pad):
 
 def pool2d(x, method, kernel, stride, pad, ceil_mode=True):
     """Caffe's Pooling (MAX or AVE) on N x C x H x W; kernel/stride/pad are (h, w) pairs."""
-    if method == "MAX":
-        padded, _ = _pad_to_windows(x, kernel, stride, pad, ceil_mode, float("-inf"))
+    if method == 'MAX':
+        padded, _ = _pad_to_windows(x, kernel, stride, pad, ceil_mode, float('-inf'))
         return F.max_pool2d(padded, kernel, stride)
-    if method != "AVE":
-        raise ValueError(f"pooling method {method} is not supported (MAX and AVE are)")
+    if method != 'AVE':
+        raise ValueError(f'pooling method {method} is not supported (MAX and AVE are)')
     padded, (out_h, out_w) = _pad_to_windows(x, kernel, stride, pad, ceil_mode, 0.0)
     y = F.avg_pool2d(padded, kernel, stride)
     rows = _ave_divisor_correction(x.shape[-2], out_h, kernel[0], stride[0], pad[0])
     cols = _ave_divisor_correction(x.shape[-1], out_w, kernel[1], stride[1], pad[1])
     if any(f != 1 for f in rows + cols):
-        y = y * (torch.tensor(rows, dtype=x.dtype, device=x.device)[:, None]
-                 * torch.tensor(cols, dtype=x.dtype, device=x.device)[None, :])
+        y = y * (
+            torch.tensor(rows, dtype=x.dtype, device=x.device)[:, None]
+            * torch.tensor(cols, dtype=x.dtype, device=x.device)[None, :]
+        )
     return y
 
 
@@ -70,14 +73,14 @@ def lrn_across_channels(x, size, alpha, beta, k):
     channels = x.shape[1]
     window_sum = padded[:, 0:channels]
     for offset in range(1, size):
-        window_sum = window_sum + padded[:, offset:offset + channels]
+        window_sum = window_sum + padded[:, offset : offset + channels]
     return x * torch.pow(k + (alpha / size) * window_sum, -beta)
 
 
 def lrn_within_channel(x, size, alpha, beta):
     """Caffe's LRN WITHIN_CHANNEL: x * (1 + alpha * AVE-pool of x^2, size x size)^-beta."""
     pre = (size - 1) // 2
-    mean_square = pool2d(x * x, "AVE", (size, size), (1, 1), (pre, pre))
+    mean_square = pool2d(x * x, 'AVE', (size, size), (1, 1), (pre, pre))
     return x * torch.pow(1 + alpha * mean_square, -beta)
 
 
@@ -94,7 +97,7 @@ def mvn(x, normalize_variance=True, across_channels=False, eps=1e-9):
 def power(x, power_, scale, shift):
     """Caffe's Power: (shift + scale * x) ^ power, constant when scale * power is 0."""
     if scale * power_ == 0:
-        return torch.full_like(x, 1.0 if power_ == 0 else shift ** power_)
+        return torch.full_like(x, 1.0 if power_ == 0 else shift**power_)
     y = x
     if scale != 1:
         y = y * scale
@@ -108,7 +111,7 @@ def power(x, power_, scale, shift):
 def canonical_axis(axis, num_axes):
     """Caffe's Blob::CanonicalAxisIndex: negative axes count from the end."""
     if not -num_axes <= axis < num_axes:
-        raise ValueError(f"axis {axis} out of range for a {num_axes}-axis blob")
+        raise ValueError(f'axis {axis} out of range for a {num_axes}-axis blob')
     return axis % num_axes
 
 
@@ -117,19 +120,19 @@ def reshape_shape(bottom_shape, dims, axis=0, num_axes=-1):
     rank = len(bottom_shape)
     start = rank + 1 + axis if axis < 0 else axis
     if not 0 <= start <= rank:
-        raise ValueError(f"reshape axis {axis} out of range for shape {tuple(bottom_shape)}")
+        raise ValueError(f'reshape axis {axis} out of range for shape {tuple(bottom_shape)}')
     end = rank if num_axes == -1 else start + num_axes
     if end > rank:
-        raise ValueError(f"reshape axis {axis} + num_axes {num_axes} exceed shape {tuple(bottom_shape)}")
+        raise ValueError(f'reshape axis {axis} + num_axes {num_axes} exceed shape {tuple(bottom_shape)}')
     middle = [bottom_shape[start + i] if d == 0 else d for i, d in enumerate(dims)]
     shape = list(bottom_shape[:start]) + middle + list(bottom_shape[end:])
     if middle.count(-1) > 1:
-        raise ValueError("reshape: at most one dimension may be -1")
+        raise ValueError('reshape: at most one dimension may be -1')
     if -1 in middle:
         known = math.prod(d for d in shape if d != -1)
         shape[shape.index(-1)] = math.prod(bottom_shape) // known
     if math.prod(shape) != math.prod(bottom_shape):
-        raise ValueError(f"reshape of {tuple(bottom_shape)} to {tuple(shape)} changes the count")
+        raise ValueError(f'reshape of {tuple(bottom_shape)} to {tuple(shape)} changes the count')
     return shape
 
 

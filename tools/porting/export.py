@@ -1,13 +1,15 @@
 """Port a HybridNet caffemodel to PyTorch, ONNX or NumPy, and PyTorch/NumPy weights back to Caffe.
 
 `python -m tools.export` is the command line. pytorch: the module's state_dict (`torch.save`),
-keys `<caffe layer>.weight` / `.bias` in Caffe's blob shapes; `tools.porting.export.load_pytorch(file, net=, dataset=)` rebuilds the module.
+keys `<caffe layer>.weight` / `.bias` in Caffe's blob shapes; `load_pytorch(file, net=, dataset=)`
+rebuilds the module.
 onnx: the same module at opset ONNX_OPSET, checked against the module with ONNX Runtime.
 npz: the same arrays under the same keys. caffemodel: weights (.pt state_dict or .npz)
 written back, by pycaffe from the deploy net, or into a copy of --template (e.g. the training
 caffemodel) with only the blob values replaced. OpenCV's dnn reads deploy prototxt +
 caffemodel directly (docs/PORTING.md); `python -m tools.parity` measures every backend.
 """
+
 import warnings
 
 import numpy as np
@@ -26,28 +28,28 @@ def resolve_prototxt(prototxt, net, dataset):
     if prototxt is not None:
         return prototxt
     if net is None or dataset is None:
-        raise ToolError("give a prototxt, or both net and dataset")
+        raise ToolError('give a prototxt, or both net and dataset')
     return deploy_prototxt(net, dataset)
 
 
 def read_weights(path, module):
     """{caffe layer: [arrays]} from a .caffemodel, an .npz of ours or a torch state_dict file."""
-    if str(path).endswith(".caffemodel"):
+    if str(path).endswith('.caffemodel'):
         return cm.layer_blobs(cm.read_caffemodel(path))
     try:
-        if str(path).endswith(".npz"):
+        if str(path).endswith('.npz'):
             with np.load(path) as arrays:
                 state = {key: arrays[key] for key in arrays.files}
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location='cpu', weights_only=True)
     except OSError as err:
-        raise ToolError(f"{path}: cannot read: {err.strerror or err}") from None
+        raise ToolError(f'{path}: cannot read: {err.strerror or err}') from None
     except Exception as err:  # a damaged zip / pickle: torch and numpy raise many types
-        raise ToolError(f"{path}: not a weights file ({type(err).__name__}: {err})") from None
+        raise ToolError(f'{path}: not a weights file ({type(err).__name__}: {err})') from None
     try:
         return module.state_dict_to_caffe_blobs(state)
     except (KeyError, ValueError) as err:
-        raise ToolError(f"{path}: does not fit the net ({err})") from None
+        raise ToolError(f'{path}: does not fit the net ({err})') from None
 
 
 def load_pytorch(weights=None, prototxt=None, *, net=None, dataset=None):
@@ -81,12 +83,21 @@ class _TupleOutputs(nn.Module):
 def export_onnx(module, out, opset=ONNX_OPSET):
     """ONNX model of the module (fixed input shapes of the deploy net), one self-contained file."""
     import onnx  # noqa: PLC0415
+
     example = tuple(torch.zeros(module.input_shapes[name]) for name in module.input_names)
     with warnings.catch_warnings():  # torch's exporter trips over its own pytree deprecation
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        torch.onnx.export(_TupleOutputs(module).eval(), example, out, input_names=module.input_names,
-                          output_names=module.output_names, opset_version=opset, dynamo=True,
-                          external_data=False, verbose=False)
+        warnings.filterwarnings('ignore', message='.*LeafSpec.*', category=FutureWarning)
+        torch.onnx.export(
+            _TupleOutputs(module).eval(),
+            example,
+            out,
+            input_names=module.input_names,
+            output_names=module.output_names,
+            opset_version=opset,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
     onnx.checker.check_model(out)
     return out
 
@@ -106,11 +117,12 @@ def export_caffemodel(module, prototxt, out, template=None):
         try:
             net = cm.replace_blobs(cm.read_caffemodel(template), blobs)
         except (KeyError, ValueError) as err:
-            raise ToolError(f"{template}: {err}") from None
-        with open(out, "wb") as f:
+            raise ToolError(f'{template}: {err}') from None
+        with open(out, 'wb') as f:
             f.write(net.SerializeToString())
         return out
     import caffe  # noqa: PLC0415
+
     net = caffe.Net(str(prototxt), caffe.TEST)
     cm.copy_blobs(net, blobs, out)
     net.save(str(out))

@@ -5,11 +5,12 @@ and returns the top (or a tuple of tops). Learned blobs are parameters in Caffe'
 named by `caffe_blobs` in Caffe's blob order. Anything not translated exactly raises
 `UnsupportedLayerError` naming the layer and its type.
 """
+
 import torch
 import torch.nn.functional as F
+from caffe.proto import caffe_pb2
 from torch import nn
 
-from caffe.proto import caffe_pb2
 from tools.core import ToolError
 from tools.porting import caffe_ops
 
@@ -24,6 +25,7 @@ def unsupported(layer, why):
 
 # --- modules -----------------------------------------------------------------------------
 
+
 class Op(nn.Module):
     """A parameterless layer: fn(*bottoms, **kwargs), the tops as a tensor or a tuple."""
 
@@ -35,8 +37,8 @@ class Op(nn.Module):
         return self.fn(*bottoms, **self.kwargs)
 
     def extra_repr(self):
-        args = ", ".join(f"{k}={v}" for k, v in self.kwargs.items())
-        return f"{self.fn.__name__}({args})"
+        args = ', '.join(f'{k}={v}' for k, v in self.kwargs.items())
+        return f'{self.fn.__name__}({args})'
 
 
 class Convolution(nn.Module):
@@ -46,19 +48,22 @@ class Convolution(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(weight_shape))
         self.bias = nn.Parameter(torch.empty(bias_size)) if bias_size else None
-        self.caffe_blobs = ("weight", "bias") if bias_size else ("weight",)
+        self.caffe_blobs = ('weight', 'bias') if bias_size else ('weight',)
         self.stride, self.pad, self.dilation, self.group = stride, pad, dilation, group
         self.transposed = transposed
 
     def forward(self, x):
         conv = F.conv_transpose2d if self.transposed else F.conv2d
-        return conv(x, self.weight, self.bias, stride=self.stride, padding=self.pad,
-                    dilation=self.dilation, groups=self.group)
+        return conv(
+            x, self.weight, self.bias, stride=self.stride, padding=self.pad, dilation=self.dilation, groups=self.group
+        )
 
     def extra_repr(self):
-        kind = "Deconvolution" if self.transposed else "Convolution"
-        return (f"{kind} weight={tuple(self.weight.shape)} stride={self.stride} pad={self.pad} "
-                f"dilation={self.dilation} group={self.group}")
+        kind = 'Deconvolution' if self.transposed else 'Convolution'
+        return (
+            f'{kind} weight={tuple(self.weight.shape)} stride={self.stride} pad={self.pad} '
+            f'dilation={self.dilation} group={self.group}'
+        )
 
 
 class InnerProduct(nn.Module):
@@ -68,7 +73,7 @@ class InnerProduct(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(weight_shape))
         self.bias = nn.Parameter(torch.empty(bias_size)) if bias_size else None
-        self.caffe_blobs = ("weight", "bias") if bias_size else ("weight",)
+        self.caffe_blobs = ('weight', 'bias') if bias_size else ('weight',)
         self.axis, self.transpose = axis, transpose
 
     def forward(self, x):
@@ -84,8 +89,7 @@ class Scale(nn.Module):
         self.axis, self.scale_shape = axis, tuple(scale_shape)
         self.weight = nn.Parameter(torch.empty(scale_shape)) if learned_scale else None
         self.bias = nn.Parameter(torch.empty(scale_shape)) if bias_term else None
-        self.caffe_blobs = tuple(n for n, p in (("weight", self.weight), ("bias", self.bias))
-                                 if p is not None)
+        self.caffe_blobs = tuple(n for n, p in (('weight', self.weight), ('bias', self.bias)) if p is not None)
 
     def forward(self, x, scale=None):
         view = caffe_ops.broadcast_shape(x.dim(), self.axis, self.scale_shape)
@@ -95,13 +99,14 @@ class Scale(nn.Module):
 
 # --- parameter parsing ---------------------------------------------------------------------
 
+
 def _pair(layer, param, repeated, h_name, w_name, default):
     """Caffe's (h, w) from `name_h`/`name_w` or a repeated field of 0, 1 or 2 values."""
     if h_name and (param.HasField(h_name) or param.HasField(w_name)):
         return (getattr(param, h_name), getattr(param, w_name))
     values = list(getattr(param, repeated)) if repeated else []
     if len(values) > 2:
-        raise unsupported(layer, f"{len(values)}-D {repeated}; only 2-D is supported")
+        raise unsupported(layer, f'{len(values)}-D {repeated}; only 2-D is supported')
     if not values:
         return (default, default)
     return (values[0], values[-1])
@@ -109,17 +114,17 @@ def _pair(layer, param, repeated, h_name, w_name, default):
 
 def _pool_pair(param, name, prefix, default):
     """PoolingParameter's (h, w): `prefix_h`/`prefix_w` or the single `name`."""
-    if param.HasField(prefix + "_h") or param.HasField(prefix + "_w"):
-        return (getattr(param, prefix + "_h"), getattr(param, prefix + "_w"))
+    if param.HasField(prefix + '_h') or param.HasField(prefix + '_w'):
+        return (getattr(param, prefix + '_h'), getattr(param, prefix + '_w'))
     return (getattr(param, name),) * 2 if param.HasField(name) else (default, default)
 
 
 def _ceil_mode(param):
     """Pooling rounding in either dialect: the fork's `ceil_mode`, BVLC's `round_mode`."""
     fields = param.DESCRIPTOR.fields_by_name
-    if "ceil_mode" in fields:
+    if 'ceil_mode' in fields:
         return param.ceil_mode
-    if "round_mode" in fields:
+    if 'round_mode' in fields:
         return param.round_mode == param.CEIL
     return True
 
@@ -127,29 +132,29 @@ def _ceil_mode(param):
 def _require_4d(layer, shapes):
     for shape in shapes:
         if len(shape) != 4:
-            raise unsupported(layer, f"bottom of shape {tuple(shape)}; only N x C x H x W is supported")
+            raise unsupported(layer, f'bottom of shape {tuple(shape)}; only N x C x H x W is supported')
 
 
 # --- layer builders: (layer, bottom shapes) -> module -------------------------------------
+
 
 def _convolution(layer, shapes):
     _require_4d(layer, shapes)
     p = layer.convolution_param
     if p.axis != 1:
-        raise unsupported(layer, f"axis {p.axis}; only 1 is supported")
-    kernel = _pair(layer, p, "kernel_size", "kernel_h", "kernel_w", None)
-    stride = _pair(layer, p, "stride", "stride_h", "stride_w", 1)
-    pad = _pair(layer, p, "pad", "pad_h", "pad_w", 0)
-    dilation = _pair(layer, p, "dilation", None, None, 1)
+        raise unsupported(layer, f'axis {p.axis}; only 1 is supported')
+    kernel = _pair(layer, p, 'kernel_size', 'kernel_h', 'kernel_w', None)
+    stride = _pair(layer, p, 'stride', 'stride_h', 'stride_w', 1)
+    pad = _pair(layer, p, 'pad', 'pad_h', 'pad_w', 0)
+    dilation = _pair(layer, p, 'dilation', None, None, 1)
     if None in kernel:
-        raise unsupported(layer, "no kernel size")
+        raise unsupported(layer, 'no kernel size')
     channels, group, outputs = shapes[0][1], p.group, p.num_output
     if channels % group or outputs % group:
-        raise unsupported(layer, f"group {group} does not divide {channels} inputs and {outputs} outputs")
-    transposed = layer.type == "Deconvolution"
+        raise unsupported(layer, f'group {group} does not divide {channels} inputs and {outputs} outputs')
+    transposed = layer.type == 'Deconvolution'
     weight = (channels, outputs // group) if transposed else (outputs, channels // group)
-    return Convolution(weight + kernel, outputs if p.bias_term else 0, stride, pad, dilation,
-                       group, transposed)
+    return Convolution(weight + kernel, outputs if p.bias_term else 0, stride, pad, dilation, group, transposed)
 
 
 def _inner_product(layer, shapes):
@@ -175,14 +180,20 @@ def _pooling(layer, shapes):
     _require_4d(layer, shapes)
     p = layer.pooling_param
     method = caffe_pb2.PoolingParameter.PoolMethod.Name(p.pool)
-    if method not in ("MAX", "AVE"):
-        raise unsupported(layer, f"pool {method}; MAX and AVE are supported")
-    kernel = _pool_pair(p, "kernel_size", "kernel", None)
+    if method not in ('MAX', 'AVE'):
+        raise unsupported(layer, f'pool {method}; MAX and AVE are supported')
+    kernel = _pool_pair(p, 'kernel_size', 'kernel', None)
     if None in kernel and not p.global_pooling:
-        raise unsupported(layer, "no kernel size")
-    return Op(_pool, method=method, kernel=kernel,
-              stride=_pool_pair(p, "stride", "stride", 1), pad=_pool_pair(p, "pad", "pad", 0),
-              ceil_mode=_ceil_mode(p), global_pooling=p.global_pooling)
+        raise unsupported(layer, 'no kernel size')
+    return Op(
+        _pool,
+        method=method,
+        kernel=kernel,
+        stride=_pool_pair(p, 'stride', 'stride', 1),
+        pad=_pool_pair(p, 'pad', 'pad', 0),
+        ceil_mode=_ceil_mode(p),
+        global_pooling=p.global_pooling,
+    )
 
 
 def _pool(x, method, kernel, stride, pad, ceil_mode, global_pooling):
@@ -195,7 +206,7 @@ def _lrn(layer, shapes):
     _require_4d(layer, shapes)
     p = layer.lrn_param
     if p.local_size % 2 == 0:
-        raise unsupported(layer, f"even local_size {p.local_size} (Caffe requires odd)")
+        raise unsupported(layer, f'even local_size {p.local_size} (Caffe requires odd)')
     if p.norm_region == p.WITHIN_CHANNEL:
         return Op(caffe_ops.lrn_within_channel, size=p.local_size, alpha=p.alpha, beta=p.beta)
     return Op(caffe_ops.lrn_across_channels, size=p.local_size, alpha=p.alpha, beta=p.beta, k=p.k)
@@ -208,7 +219,7 @@ def _relu(layer, shapes):
 
 def _concat(layer, shapes):
     p = layer.concat_param
-    axis = p.concat_dim if p.HasField("concat_dim") and not p.HasField("axis") else p.axis
+    axis = p.concat_dim if p.HasField('concat_dim') and not p.HasField('axis') else p.axis
     return Op(_cat, dim=caffe_ops.canonical_axis(axis, len(shapes[0])))
 
 
@@ -221,20 +232,20 @@ def _eltwise(layer, shapes):
     operation = caffe_pb2.EltwiseParameter.EltwiseOp.Name(p.operation)
     coeffs = tuple(p.coeff) or (1.0,) * len(shapes)
     if len(coeffs) != len(shapes):
-        raise unsupported(layer, f"{len(coeffs)} coeffs for {len(shapes)} bottoms")
-    if operation != "SUM" and len(p.coeff):
-        raise unsupported(layer, "coeff is only meaningful for SUM")
+        raise unsupported(layer, f'{len(coeffs)} coeffs for {len(shapes)} bottoms')
+    if operation != 'SUM' and len(p.coeff):
+        raise unsupported(layer, 'coeff is only meaningful for SUM')
     return Op(_eltwise_op, operation=operation, coeffs=coeffs)
 
 
 def _eltwise_op(*xs, operation, coeffs):
-    if operation == "SUM":
+    if operation == 'SUM':
         terms = [x if c == 1 else x * c for x, c in zip(xs, coeffs)]
         out = terms[0]
         for term in terms[1:]:
             out = out + term
         return out
-    combine = torch.mul if operation == "PROD" else torch.maximum
+    combine = torch.mul if operation == 'PROD' else torch.maximum
     out = xs[0]
     for x in xs[1:]:
         out = combine(out, x)
@@ -247,8 +258,7 @@ def _softmax(layer, shapes):
 
 def _mvn(layer, shapes):
     p = layer.mvn_param
-    return Op(caffe_ops.mvn, normalize_variance=p.normalize_variance,
-              across_channels=p.across_channels, eps=p.eps)
+    return Op(caffe_ops.mvn, normalize_variance=p.normalize_variance, across_channels=p.across_channels, eps=p.eps)
 
 
 def _power(layer, shapes):
@@ -267,25 +277,27 @@ def _reshape_op(x, dims, axis, num_axes):
 
 def _flatten(layer, shapes):
     p, rank = layer.flatten_param, len(shapes[0])
-    return Op(torch.flatten, start_dim=caffe_ops.canonical_axis(p.axis, rank),
-              end_dim=caffe_ops.canonical_axis(p.end_axis, rank))
+    return Op(
+        torch.flatten,
+        start_dim=caffe_ops.canonical_axis(p.axis, rank),
+        end_dim=caffe_ops.canonical_axis(p.end_axis, rank),
+    )
 
 
 def _crop(layer, shapes):
     if len(shapes) != 2:
-        raise unsupported(layer, "Crop needs two bottoms")
+        raise unsupported(layer, 'Crop needs two bottoms')
     p, rank = layer.crop_param, len(shapes[0])
     start = caffe_ops.canonical_axis(p.axis, rank)
     offsets = list(p.offset)
     if len(offsets) not in (0, 1, rank - start):
-        raise unsupported(layer, f"{len(offsets)} offsets for {rank - start} cropped axes")
+        raise unsupported(layer, f'{len(offsets)} offsets for {rank - start} cropped axes')
     offsets = [0] * start + (offsets * (rank - start) if len(offsets) == 1 else offsets or [0] * (rank - start))
     return Op(_crop_op, start=start, offsets=tuple(offsets))
 
 
 def _crop_op(x, like, start, offsets):
-    index = tuple(slice(offsets[i], offsets[i] + like.shape[i]) if i >= start else slice(None)
-                  for i in range(x.dim()))
+    index = tuple(slice(offsets[i], offsets[i] + like.shape[i]) if i >= start else slice(None) for i in range(x.dim()))
     return x[index]
 
 
@@ -299,16 +311,16 @@ def _split_op(x, copies):
 
 def _slice(layer, shapes):
     p = layer.slice_param
-    axis = p.slice_dim if p.HasField("slice_dim") and not p.HasField("axis") else p.axis
+    axis = p.slice_dim if p.HasField('slice_dim') and not p.HasField('axis') else p.axis
     axis = caffe_ops.canonical_axis(axis, len(shapes[0]))
     size, points = shapes[0][axis], list(p.slice_point)
     if points:
         if len(points) != len(layer.top) - 1:
-            raise unsupported(layer, f"{len(points)} slice points for {len(layer.top)} tops")
+            raise unsupported(layer, f'{len(points)} slice points for {len(layer.top)} tops')
         bounds = [0] + points + [size]
     else:
         if size % len(layer.top):
-            raise unsupported(layer, f"{size} not divisible into {len(layer.top)} tops")
+            raise unsupported(layer, f'{size} not divisible into {len(layer.top)} tops')
         step = size // len(layer.top)
         bounds = list(range(0, size + 1, step))
     return Op(_slice_op, dim=axis, sizes=tuple(b - a for a, b in zip(bounds, bounds[1:])))
@@ -331,25 +343,25 @@ def _identity_op(x):
 
 
 LAYER_BUILDERS = {
-    "Convolution": _convolution,
-    "Deconvolution": _convolution,
-    "InnerProduct": _inner_product,
-    "Scale": _scale,
-    "Pooling": _pooling,
-    "LRN": _lrn,
-    "ReLU": _relu,
-    "Concat": _concat,
-    "Eltwise": _eltwise,
-    "Softmax": _softmax,
-    "MVN": _mvn,
-    "Power": _power,
-    "Reshape": _reshape,
-    "Flatten": _flatten,
-    "Crop": _crop,
-    "Split": _split,
-    "Slice": _slice,
-    "Threshold": _threshold,
-    "Dropout": lambda layer, shapes: Op(_identity_op),  # identity at TEST in Caffe
-    "Sigmoid": lambda layer, shapes: Op(torch.sigmoid),
-    "TanH": lambda layer, shapes: Op(torch.tanh),
+    'Convolution': _convolution,
+    'Deconvolution': _convolution,
+    'InnerProduct': _inner_product,
+    'Scale': _scale,
+    'Pooling': _pooling,
+    'LRN': _lrn,
+    'ReLU': _relu,
+    'Concat': _concat,
+    'Eltwise': _eltwise,
+    'Softmax': _softmax,
+    'MVN': _mvn,
+    'Power': _power,
+    'Reshape': _reshape,
+    'Flatten': _flatten,
+    'Crop': _crop,
+    'Split': _split,
+    'Slice': _slice,
+    'Threshold': _threshold,
+    'Dropout': lambda layer, shapes: Op(_identity_op),  # identity at TEST in Caffe
+    'Sigmoid': lambda layer, shapes: Op(torch.sigmoid),
+    'TanH': lambda layer, shapes: Op(torch.tanh),
 }

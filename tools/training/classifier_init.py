@@ -10,6 +10,7 @@ are set to that fit (one-hot targets, labelled positions of N training batches, 
 of the TEST phase: no dropout), split over the four branches whose scores ASPP sums; the
 other layers keep their init and everything then trains as usual.
 """
+
 import numpy as np
 
 from netgen.config import ASPP_RATES, IGNORE_LABEL
@@ -61,9 +62,11 @@ def init_classifier(train_net, feature_net, batches, log=print):
     width = w.shape[1] // len(BRANCHES)
     for i, branch in enumerate(BRANCHES):
         weight, bias = train_net.params[SCORES % branch]
-        weight.data[...] = w[:, i * width:(i + 1) * width].reshape(weight.data.shape)
+        weight.data[...] = w[:, i * width : (i + 1) * width].reshape(weight.data.shape)
         bias.data[...] = b / len(BRANCHES)
     accuracy = float(np.mean(np.argmax(x @ w.T + b, 1) == y))
-    log('classifier init: fc8_1..%d fitted by ridge regression on %d labelled positions of %d '
-        'batches (pixel accuracy %.1f %% on them)' % (BRANCHES[-1], len(y), batches, 100 * accuracy))
+    log(
+        'classifier init: fc8_1..%d fitted by ridge regression on %d labelled positions of %d '
+        'batches (pixel accuracy %.1f %% on them)' % (BRANCHES[-1], len(y), batches, 100 * accuracy)
+    )
     return accuracy

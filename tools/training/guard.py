@@ -10,6 +10,7 @@ weights (a float64 sum per blob, about 0.1 s per 100M weights) before the next o
 fault leaves with `os._exit` (no destructor runs) after flushing its logs, keeping the last
 good snapshot.
 """
+
 import math
 import os
 import signal
@@ -41,8 +42,10 @@ class StopFlag:
             return
         if self.signum is None:
             self.signum = signum
-            sys.stderr.write('\n%s: stopping after this iteration with a snapshot (Ctrl-C again '
-                             'to abort at once, without one)\n' % signal.Signals(signum).name)
+            sys.stderr.write(
+                '\n%s: stopping after this iteration with a snapshot (Ctrl-C again '
+                'to abort at once, without one)\n' % signal.Signals(signum).name
+            )
             sys.stderr.flush()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 

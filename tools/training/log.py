@@ -10,6 +10,7 @@ Each line has an `event`:
 A resumed run appends; `read_log` keeps the last `iter` row of each (stage, iter), so rows
 written after the snapshot a run resumed from are replaced by the resumed run's.
 """
+
 import json
 import os
 import time
@@ -84,6 +85,5 @@ def loss_summary(rows, k=None):
         for term in loss_terms(stage_rows[-1]):
             values = [r[term] for r in stage_rows if term in r]
             first, last = values[:n], values[-n:]
-            out.append((stage, term, sum(first) / len(first), sum(last) / len(last),
-                        stage_rows[-1]['iter']))
+            out.append((stage, term, sum(first) / len(first), sum(last) / len(last), stage_rows[-1]['iter']))
     return out

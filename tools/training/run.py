@@ -17,6 +17,7 @@
 
 `train(TrainOptions(...))` is the whole run; `python -m tools.train` is its command line.
 """
+
 import collections
 import dataclasses
 import glob
@@ -32,9 +33,9 @@ from tools.core import EXIT_NONFINITE, REPO, ToolError, quiet_glog, use_device
 
 quiet_glog()
 
+import caffe  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import caffe  # noqa: E402
 import netgen  # noqa: E402
 from netgen.fixed_weights import fill_fixed_weights  # noqa: E402
 from tools.core.protos import read_net, read_solver  # noqa: E402
@@ -46,6 +47,7 @@ from tools.training.log import LOG_FILE, TrainLog, format_losses  # noqa: E402
 class TrainOptions:
     """What to train and how; the fields of `python -m tools.train` (its --help explains each).
     `net`/`dataset` pick the generated solver(s) unless `solver` names a file."""
+
     net: str = None
     dataset: str = None
     gpu: int = None
@@ -99,6 +101,7 @@ class Stopped(Exception):
 
 # --- what to train ---------------------------------------------------------------------
 
+
 def plan_stages(net, dataset, solver=None):
     """Stages to train in order: one per net, DepthNet's three, or the given solver file."""
     if solver is not None:
@@ -108,8 +111,10 @@ def plan_stages(net, dataset, solver=None):
     out = [Stage(name, p['solver'], STAGE_INPUTS.get(name, ())) for name, p in stages.items()]
     missing = [s.solver for s in out if not os.path.isfile(s.solver)]
     if missing:
-        raise ToolError('no solver %s: generate the nets first (`python -m netgen --net %s '
-                         '--dataset %s`)' % (missing[0], net, dataset))
+        raise ToolError(
+            'no solver %s: generate the nets first (`python -m netgen --net %s '
+            '--dataset %s`)' % (missing[0], net, dataset)
+        )
     return out
 
 
@@ -139,7 +144,7 @@ def read_done(directory):
 def iteration_seed(seed, iteration):
     """Caffe's RNG seed for one iteration: dropout masks then depend on (seed, iteration)
     only, so that a resumed run draws the masks an uninterrupted run draws."""
-    return (seed * 1000003 + iteration) % 2 ** 31
+    return (seed * 1000003 + iteration) % 2**31
 
 
 def link_or_copy(src, dst):
@@ -153,11 +158,13 @@ def link_or_copy(src, dst):
 
 # --- initialisation --------------------------------------------------------------------
 
+
 def warn_random(log, part, flag, paper, filler):
-    fillers = 'the nets\' Gaussian fillers' if filler == 'as-generated' else filler + ' fillers'
-    text = ('RANDOM INIT: no %s given: %s starts from random weights (%s), not from the '
-            'pretrained model of paper %s. Results will NOT be comparable to the paper.' % (
-                flag, part, fillers, paper))
+    fillers = "the nets' Gaussian fillers" if filler == 'as-generated' else filler + ' fillers'
+    text = (
+        'RANDOM INIT: no %s given: %s starts from random weights (%s), not from the '
+        'pretrained model of paper %s. Results will NOT be comparable to the paper.' % (flag, part, fillers, paper)
+    )
     bar = '!' * 78
     tqdm.write('%s\n%s\n%s' % (bar, text, bar), file=sys.stderr)
     log.write('warning', message=text)
@@ -168,27 +175,34 @@ def initialise(net, stage, options, run_dir, stages, log, train_net_path=None):
     say = lambda message: tqdm.write(message)  # noqa: E731
     copied = {}
     has_vgg = all(n in net.params for n in surgery.VGG_LAYERS)
-    frozen = solver_config.frozen_layers(read_net(train_net_path)) \
-        if train_net_path else set()
+    frozen = solver_config.frozen_layers(read_net(train_net_path)) if train_net_path else set()
     depthnet_layers = surgery.depthnet_targets(net, hybrid=has_vgg, frozen=frozen)
     if has_vgg:
         if options.init_deeplab:
             copied['deeplab'] = surgery.init_from_deeplab(net, options.init_deeplab, say)
         else:
-            warn_random(log, 'the VGG feature net and ASPP of %s' % stage.name, '--init-deeplab',
-                        'L297-298, L301-302 (DeepLab\'s ImageNet model)', options.filler)
+            warn_random(
+                log,
+                'the VGG feature net and ASPP of %s' % stage.name,
+                '--init-deeplab',
+                "L297-298, L301-302 (DeepLab's ImageNet model)",
+                options.filler,
+            )
     if depthnet_layers:
         if options.init_depthnet:
-            copied['depthnet'] = surgery.init_from_depthnet(net, options.init_depthnet,
-                                                            depthnet_layers, say)
-        elif has_vgg:   # A2: the paper starts its global net from DepthNet's model
-            warn_random(log, 'the global depth net of %s' % stage.name, '--init-depthnet',
-                        'L302-303 (DepthNet\'s model)', options.filler)
+            copied['depthnet'] = surgery.init_from_depthnet(net, options.init_depthnet, depthnet_layers, say)
+        elif has_vgg:  # A2: the paper starts its global net from DepthNet's model
+            warn_random(
+                log,
+                'the global depth net of %s' % stage.name,
+                '--init-depthnet',
+                "L302-303 (DepthNet's model)",
+                options.filler,
+            )
     for name in stage.inputs:
         weights = os.path.join(stage_dir(run_dir, stages, Stage(name, None, ())), FINAL)
         if not os.path.isfile(weights):
-            raise ToolError('stage %s needs the weights of stage %s, but %s is missing' % (
-                stage.name, name, weights))
+            raise ToolError('stage %s needs the weights of stage %s, but %s is missing' % (stage.name, name, weights))
         copied[name] = surgery.copy_shared_layers(net, weights, say)
     for weights in options.weights:
         copied[weights] = surgery.copy_shared_layers(net, weights, say, required=len(stages) == 1)
@@ -214,19 +228,21 @@ def fit_classifier(net, train_net_path, batches, say):
 def check_init_flags(options, stages):
     """Refuse an init flag that no stage can use, before anything is built."""
     names = [s.name for s in stages]
-    if options.init_deeplab and not any(n in ('a1', 'a2', 'deeplab_aspp') for n in names) \
-            and options.solver is None:
+    if options.init_deeplab and not any(n in ('a1', 'a2', 'deeplab_aspp') for n in names) and options.solver is None:
         raise ToolError('--init-deeplab: %s has no VGG feature net (a1, a2, deeplab_aspp have)' % options.net)
-    if options.init_depthnet and not any(n == 'a2' or n.startswith('depthnet') for n in names) \
-            and options.solver is None:
-        raise ToolError('--init-depthnet: %s has no DepthNet part to initialise (a2 and '
-                         'depthnet have)' % options.net)
+    if (
+        options.init_depthnet
+        and not any(n == 'a2' or n.startswith('depthnet') for n in names)
+        and options.solver is None
+    ):
+        raise ToolError('--init-depthnet: %s has no DepthNet part to initialise (a2 and depthnet have)' % options.net)
     for path in [options.init_deeplab, options.init_depthnet] + options.weights:
         if path and not os.path.isfile(path):
             raise ToolError('weights file %s does not exist' % path)
 
 
 # --- one stage -------------------------------------------------------------------------
+
 
 def replay_data(net, batches, desc):
     """Bring every Python data layer of `net` to batch `batches`: `skip_batches(n)` when the
@@ -240,8 +256,12 @@ def replay_data(net, batches, desc):
             layer.skip_batches(batches)
             how[name] = 'skip_batches'
         else:
-            for _ in tqdm(range(batches), desc='%s: replaying %s to batch %d' % (desc, name, batches),
-                          leave=False, disable=batches < 50):
+            for _ in tqdm(
+                range(batches),
+                desc='%s: replaying %s to batch %d' % (desc, name, batches),
+                leave=False,
+                disable=batches < 50,
+            ):
                 net._forward(index, index)
             how[name] = 'replay'
     return how
@@ -268,11 +288,20 @@ class StageRun:
         self.dir = stage_dir(run_dir, stages, stage)
         self.source = read_solver(stage.solver)
         self.solver_path, self.param, _ = solver_config.write_run_copy(
-            stage.solver, self.dir, stage.name, base_dir=os.getcwd() if options.solver else REPO,
+            stage.solver,
+            self.dir,
+            stage.name,
+            base_dir=os.getcwd() if options.solver else REPO,
             max_iter=options.iters,
-            seed=options.seed, base_lr=options.base_lr, batch_size=options.batch, data_root=options.data,
-            keep_test_net=options.test_every > 0, filler=options.filler, solver_type=options.solver_type,
-            loss_weights=dict(options.loss_weight))
+            seed=options.seed,
+            base_lr=options.base_lr,
+            batch_size=options.batch,
+            data_root=options.data,
+            keep_test_net=options.test_every > 0,
+            filler=options.filler,
+            solver_type=options.solver_type,
+            loss_weights=dict(options.loss_weight),
+        )
         self.max_iter = self.param.max_iter
         self.snapshot_every = options.snapshot_every or self.source.snapshot
         self.display = options.display or self.source.display or 20
@@ -282,8 +311,9 @@ class StageRun:
         try:
             self.solver = caffe.get_solver(self.solver_path)
         except Exception as err:  # a Python layer's setup (the data layer) raises through Caffe
-            raise ToolError('%s: building the nets failed: %s: %s' % (
-                self.solver_path, type(err).__name__, err)) from None
+            raise ToolError(
+                '%s: building the nets failed: %s: %s' % (self.solver_path, type(err).__name__, err)
+            ) from None
         self.net = self.solver.net
         for net in [self.net] + list(self.solver.test_nets):
             fill_fixed_weights(net)
@@ -295,45 +325,52 @@ class StageRun:
             self.last_snapshot = state
             data = replay_data(self.net, self.solver.iter, self.stage.name)
             if self.solver.test_nets and self.options.test_every:
-                replay_data(self.solver.test_nets[0],
-                            self.solver.iter // self.options.test_every * self.options.test_iters,
-                            self.stage.name + ' (test net)')
-            self.log.write('resume', stage=self.stage.name, iter=self.solver.iter, state=state,
-                           data=data)
+                replay_data(
+                    self.solver.test_nets[0],
+                    self.solver.iter // self.options.test_every * self.options.test_iters,
+                    self.stage.name + ' (test net)',
+                )
+            self.log.write('resume', stage=self.stage.name, iter=self.solver.iter, state=state, data=data)
         else:
-            initialise(self.net, self.stage, self.options, run_dir, stages, self.log,
-                       self.param.train_net)
+            initialise(self.net, self.stage, self.options, run_dir, stages, self.log, self.param.train_net)
         self.losses = loss_names(self.net)
         if not self.losses:
-            raise ToolError('%s: the train net has no loss top named %s*' % (
-                self.solver_path, LOSS_PREFIX))
+            raise ToolError('%s: the train net has no loss top named %s*' % (self.solver_path, LOSS_PREFIX))
         if (self.options.init_classifier or self.options.probe_classifier) and any(
-                classifier_init.SCORES % b not in self.net.params for b in classifier_init.BRANCHES):
-            raise ToolError('--init-classifier / --probe-classifier: the net has no ASPP '
-                             'classifier (fc8_1..fc8_4)')
+            classifier_init.SCORES % b not in self.net.params for b in classifier_init.BRANCHES
+        ):
+            raise ToolError('--init-classifier / --probe-classifier: the net has no ASPP classifier (fc8_1..fc8_4)')
         self.weights = self.net.blob_loss_weights
-        self.batch = self.net.blobs[self.net.inputs[0] if self.net.inputs else
-                                    next(iter(self.net.blobs))].data.shape[0]
+        self.batch = self.net.blobs[self.net.inputs[0] if self.net.inputs else next(iter(self.net.blobs))].data.shape[0]
 
     def snapshot(self):
         self.solver.snapshot()
         prefix = self.param.snapshot_prefix
         self.last_snapshot = '%s_iter_%d.solverstate' % (prefix, self.solver.iter)
-        self.log.write('snapshot', stage=self.stage.name, iter=self.solver.iter,
-                       state=self.last_snapshot)
+        self.log.write('snapshot', stage=self.stage.name, iter=self.solver.iter, state=self.last_snapshot)
         return self.last_snapshot
 
     def halt_nonfinite(self, what, values=None):
         """Log, flush and leave without running any destructor (see tools.train_guard)."""
         it = self.solver.iter
         kept = self.last_snapshot or 'none (no snapshot was written before the fault)'
-        message = ('%s: %s at iteration %d (%s). Stopped before Caffe runs another forward pass '
-                   'on it. Last good snapshot: %s. Lower the learning rate (--base-lr) and '
-                   'resume from that snapshot with --resume.' % (
-                       self.stage.name, what, it, format_losses(values) if values else
-                       'lr %.3g' % solver_config.learning_rate(self.param, max(it - 1, 0)), kept))
-        self.log.write('stop', stage=self.stage.name, iter=it, reason='nonfinite',
-                       message=message, state=self.last_snapshot)
+        message = (
+            '%s: %s at iteration %d (%s). Stopped before Caffe runs another forward pass '
+            'on it. Last good snapshot: %s. Lower the learning rate (--base-lr) and '
+            'resume from that snapshot with --resume.'
+            % (
+                self.stage.name,
+                what,
+                it,
+                format_losses(values)
+                if values
+                else 'lr %.3g' % solver_config.learning_rate(self.param, max(it - 1, 0)),
+                kept,
+            )
+        )
+        self.log.write(
+            'stop', stage=self.stage.name, iter=it, reason='nonfinite', message=message, state=self.last_snapshot
+        )
         self.log.close()
         self.bar.close()
         sys.stdout.flush()
@@ -343,17 +380,32 @@ class StageRun:
 
     def run(self):
         options, solver = self.options, self.solver
-        self.bar = tqdm(total=self.max_iter, initial=solver.iter, desc=self.stage.name,
-                        unit='it', dynamic_ncols=True, disable=options.quiet)
+        self.bar = tqdm(
+            total=self.max_iter,
+            initial=solver.iter,
+            desc=self.stage.name,
+            unit='it',
+            dynamic_ncols=True,
+            disable=options.quiet,
+        )
         while True:
             if self.stop:
                 if self.last_snapshot is None or snapshot_iteration(self.last_snapshot) != solver.iter:
                     self.snapshot()
-                message = '%s: stopped by %s at iteration %d; snapshot %s (continue with ' \
-                          '--resume auto)' % (self.stage.name, self.stop.name, solver.iter,
-                                              self.last_snapshot)
-                self.log.write('stop', stage=self.stage.name, iter=solver.iter,
-                               reason=self.stop.name, message=message, state=self.last_snapshot)
+                message = '%s: stopped by %s at iteration %d; snapshot %s (continue with --resume auto)' % (
+                    self.stage.name,
+                    self.stop.name,
+                    solver.iter,
+                    self.last_snapshot,
+                )
+                self.log.write(
+                    'stop',
+                    stage=self.stage.name,
+                    iter=solver.iter,
+                    reason=self.stop.name,
+                    message=message,
+                    state=self.last_snapshot,
+                )
                 self.bar.close()
                 tqdm.write(message, file=sys.stderr)
                 raise Stopped(guard.EXIT_SIGNAL[self.stop.signum])
@@ -367,12 +419,15 @@ class StageRun:
         if options.probe_classifier:
             probe = fit_classifier(self.net, self.param.train_net, options.probe_classifier, tqdm.write)
             self.log.write('probe', stage=self.stage.name, iter=solver.iter, **probe)
-        if options.probe_classifier or self.last_snapshot is None or \
-                snapshot_iteration(self.last_snapshot) != solver.iter:
+        if (
+            options.probe_classifier
+            or self.last_snapshot is None
+            or snapshot_iteration(self.last_snapshot) != solver.iter
+        ):
             self.snapshot()
         self.bar.close()
         final = os.path.join(self.dir, FINAL)
-        link_or_copy(self.last_snapshot[:-len('.solverstate')] + '.caffemodel', final)
+        link_or_copy(self.last_snapshot[: -len('.solverstate')] + '.caffemodel', final)
         with open(os.path.join(self.dir, DONE), 'w') as f:
             json.dump(dict(iter=solver.iter, weights=final), f)
         self.log.write('done', stage=self.stage.name, iter=solver.iter, weights=final)
@@ -391,19 +446,27 @@ class StageRun:
         if bad:
             self.halt_nonfinite('loss %s is not finite' % ', '.join(bad), values)
         total = sum(self.weights.get(name, 0.0) * v for name, v in values.items())
-        row = self.log.write('iter', stage=self.stage.name, iter=solver.iter, lr=lr, loss=total,
-                             images_per_s=self.batch / seconds, **values)
+        row = self.log.write(
+            'iter',
+            stage=self.stage.name,
+            iter=solver.iter,
+            lr=lr,
+            loss=total,
+            images_per_s=self.batch / seconds,
+            **values,
+        )
         self.bar.set_postfix_str(format_losses(row), refresh=False)
         self.bar.update(1)
         if solver.iter % self.display == 0 or solver.iter == self.max_iter:
-            tqdm.write('%s iter %d/%d lr %.3g %s  %.2f img/s' % (
-                self.stage.name, solver.iter, self.max_iter, lr, format_losses(row),
-                row['images_per_s']))
+            tqdm.write(
+                '%s iter %d/%d lr %.3g %s  %.2f img/s'
+                % (self.stage.name, solver.iter, self.max_iter, lr, format_losses(row), row['images_per_s'])
+            )
         if options.inject_stop_at and solver.iter == options.inject_stop_at:
             self.stop.signum = signal.SIGINT
         if options.inject_nan_at and solver.iter == options.inject_nan_at:
             first = next(iter(self.net.params.values()))[0]
-            first.data.flat[0] = float('nan')   # test hook: a diverged update
+            first.data.flat[0] = float('nan')  # test hook: a diverged update
         if options.test_every and solver.test_nets and solver.iter % options.test_every == 0:
             val = test_losses(solver.test_nets[0], self.losses, options.test_iters)
             val_row = self.log.write('val', stage=self.stage.name, iter=solver.iter, **val)
@@ -414,18 +477,21 @@ class StageRun:
 
 # --- the run ---------------------------------------------------------------------------
 
+
 def resume_state(options, directory, single):
     """The .solverstate a stage continues from, or None to start it fresh. `--resume FILE`
     applies to the only stage, or to the stage whose snapshots directory holds FILE (the
     others continue as with auto)."""
     if options.resume is None:
         if newest_state(directory) or read_done(directory):
-            raise ToolError('%s already holds a run: pass --resume auto to continue it, or '
-                             'choose another --out' % directory)
+            raise ToolError(
+                '%s already holds a run: pass --resume auto to continue it, or choose another --out' % directory
+            )
         return None
     if options.resume != 'auto':
-        in_stage = os.path.dirname(os.path.abspath(options.resume)) == \
-            os.path.join(os.path.abspath(directory), 'snapshots')
+        in_stage = os.path.dirname(os.path.abspath(options.resume)) == os.path.join(
+            os.path.abspath(directory), 'snapshots'
+        )
         if in_stage or single:
             return options.resume
     return newest_state(directory)
@@ -438,8 +504,10 @@ def train(options, stages=None):
     check_init_flags(options, stages)
     if options.resume not in (None, 'auto'):
         if not options.resume.endswith('.solverstate'):
-            raise ToolError('--resume %s: give a .solverstate (or auto); to start from a '
-                             '.caffemodel\'s weights use --weights' % options.resume)
+            raise ToolError(
+                '--resume %s: give a .solverstate (or auto); to start from a '
+                ".caffemodel's weights use --weights" % options.resume
+            )
         if not os.path.isfile(options.resume):
             raise ToolError('--resume %s: no such file' % options.resume)
     use_device(options.gpu)
@@ -453,8 +521,7 @@ def train(options, stages=None):
         for stage in stages:
             directory = stage_dir(run_dir, stages, stage)
             done = read_done(directory)
-            if options.resume and done and done['iter'] >= (options.iters or read_solver(
-                    stage.solver).max_iter):
+            if options.resume and done and done['iter'] >= (options.iters or read_solver(stage.solver).max_iter):
                 tqdm.write('%s: done earlier (%d iterations), skipped' % (stage.name, done['iter']))
                 final = done['weights']
                 continue

@@ -8,11 +8,13 @@ run directory records exactly what was trained and can be resumed from anywhere.
 pycaffe here has no `solver.param` and no `solver.lr`: `learning_rate` recomputes Caffe's
 schedule (sgd_solver.cpp, GetLearningRate) from the SolverParameter, for the logs.
 """
+
 import json
 import math
 import os
 
 from caffe.proto import caffe_pb2
+
 from netgen.fixed_weights import PREFIX as FIXED_PREFIX
 from tools.core import ToolError
 from tools.core.protos import read_net, read_solver, write_proto
@@ -20,7 +22,7 @@ from tools.core.protos import read_net, read_solver, write_proto
 #: Layer whose `param_str` names a database (`source`) and a `batch_size` (docs/DESIGN.md).
 DATA_LAYER_MODULE = 'data_prep.layers'
 #: test_interval that Caffe never reaches: the driver runs the test net itself.
-NEVER = 2 ** 31 - 1
+NEVER = 2**31 - 1
 SOLVER_FILE, TRAIN_NET_FILE, TEST_NET_FILE = 'solver.prototxt', 'train.prototxt', 'test.prototxt'
 
 
@@ -34,7 +36,7 @@ def learning_rate(solver, iteration):
     if policy == 'step':
         return base * solver.gamma ** (it // solver.stepsize)
     if policy == 'exp':
-        return base * solver.gamma ** it
+        return base * solver.gamma**it
     if policy == 'inv':
         return base * (1 + solver.gamma * it) ** -solver.power
     if policy == 'multistep':
@@ -59,8 +61,7 @@ def _rewrite_data_layers(net, net_path, base_dir, data_root, batch_size):
         try:
             params = json.loads(layer.python_param.param_str)
         except ValueError as err:
-            raise ToolError('%s: layer %r: param_str is not JSON (%s)' % (
-                net_path, layer.name, err)) from None
+            raise ToolError('%s: layer %r: param_str is not JSON (%s)' % (net_path, layer.name, err)) from None
         if 'source' in params:
             source = params['source']
             if data_root is not None:
@@ -83,8 +84,11 @@ OUTPUT_STD = 1e-3
 #: their std divided by this, so that activations start near unit scale throughout the net.
 PIXEL_STD = 50.0
 IMAGE_TOP = 'data'
-_WEIGHTED = {'Convolution': 'convolution_param', 'Deconvolution': 'convolution_param',
-             'InnerProduct': 'inner_product_param'}
+_WEIGHTED = {
+    'Convolution': 'convolution_param',
+    'Deconvolution': 'convolution_param',
+    'InnerProduct': 'inner_product_param',
+}
 
 
 def _image_fan_in(layer):
@@ -132,14 +136,19 @@ def set_loss_weights(net, weights, net_path):
                 found.add(top)
     missing = sorted(set(weights) - found)
     if missing:
-        raise ToolError('%s: no top named %s (loss tops: %s)' % (net_path, ', '.join(missing), ', '.join(
-            t for layer in net.layer for t in layer.top if t.startswith('loss_'))))
+        raise ToolError(
+            '%s: no top named %s (loss tops: %s)'
+            % (
+                net_path,
+                ', '.join(missing),
+                ', '.join(t for layer in net.layer for t in layer.top if t.startswith('loss_')),
+            )
+        )
 
 
 def frozen_layers(net):
     """Names of the layers of `net` (a NetParameter) whose every parameter has lr_mult 0."""
-    return {layer.name for layer in net.layer
-            if layer.param and all(p.lr_mult == 0 for p in layer.param)}
+    return {layer.name for layer in net.layer if layer.param and all(p.lr_mult == 0 for p in layer.param)}
 
 
 def check_databases(sources):
@@ -149,13 +158,16 @@ def check_databases(sources):
             raise ToolError(
                 'database %s is missing (no manifest.json): convert the dataset first, e.g. '
                 '`python -m data_prep cityscapes --root CITYSCAPES_ROOT --out %s` (or `make '
-                '<net>-<dataset>` with the dataset root set)' % (source, os.path.dirname(source)))
+                '<net>-<dataset>` with the dataset root set)' % (source, os.path.dirname(source))
+            )
 
 
 def _check_solver(solver, solver_path, filler):
     if solver.HasField('net') or solver.HasField('net_param') or solver.HasField('train_net_param'):
-        raise ToolError('%s: give the nets as train_net / test_net files (net, net_param and '
-                        'train_net_param are not supported)' % solver_path)
+        raise ToolError(
+            '%s: give the nets as train_net / test_net files (net, net_param and '
+            'train_net_param are not supported)' % solver_path
+        )
     if not solver.train_net:
         raise ToolError('%s: no train_net' % solver_path)
     if filler not in FILLERS:
@@ -177,22 +189,35 @@ def _copy_net(src, dst, base_dir, data_root, batch_size, filler='as-generated', 
 
 def _run_settings(solver, run_dir, stage, max_iter, seed, base_lr, solver_type):
     """The fields a run's copy of the solver always sets, and the overrides."""
-    solver.test_interval = NEVER   # the fork requires > 0 with a test net
+    solver.test_interval = NEVER  # the fork requires > 0 with a test net
     solver.test_initialization = False
     solver.display = 0
     solver.snapshot = 0
     solver.snapshot_after_train = False
     solver.snapshot_format = caffe_pb2.SolverParameter.BINARYPROTO
     solver.snapshot_prefix = os.path.join(run_dir, 'snapshots', stage)
-    for field, value in (('max_iter', max_iter), ('random_seed', seed), ('base_lr', base_lr),
-                         ('type', solver_type)):
+    for field, value in (('max_iter', max_iter), ('random_seed', seed), ('base_lr', base_lr), ('type', solver_type)):
         if value is not None:
             setattr(solver, field, value)
 
 
-def write_run_copy(solver_path, run_dir, stage, *, base_dir='.', max_iter=None, seed=None,
-                   base_lr=None, batch_size=None, data_root=None, keep_test_net=False,
-                   filler='as-generated', solver_type=None, loss_weights=None, check_data=True):
+def write_run_copy(
+    solver_path,
+    run_dir,
+    stage,
+    *,
+    base_dir='.',
+    max_iter=None,
+    seed=None,
+    base_lr=None,
+    batch_size=None,
+    data_root=None,
+    keep_test_net=False,
+    filler='as-generated',
+    solver_type=None,
+    loss_weights=None,
+    check_data=True,
+):
     """Write `run_dir`/{solver,train[,test]}.prototxt from the solver at `solver_path`.
 
     Relative paths in the solver and in the data layers are relative to `base_dir` (the repo
@@ -208,8 +233,9 @@ def write_run_copy(solver_path, run_dir, stage, *, base_dir='.', max_iter=None, 
     run_dir = os.path.abspath(run_dir)
     os.makedirs(os.path.join(run_dir, 'snapshots'), exist_ok=True)
     train_path = os.path.join(run_dir, TRAIN_NET_FILE)
-    sources = _copy_net(_resolve(solver.train_net, base_dir), train_path, base_dir, data_root,
-                        batch_size, filler, loss_weights)
+    sources = _copy_net(
+        _resolve(solver.train_net, base_dir), train_path, base_dir, data_root, batch_size, filler, loss_weights
+    )
     solver.train_net = train_path
     tests = list(solver.test_net)
     for field in ('test_net', 'test_iter', 'test_state'):
@@ -218,7 +244,7 @@ def write_run_copy(solver_path, run_dir, stage, *, base_dir='.', max_iter=None, 
         test_path = os.path.join(run_dir, TEST_NET_FILE)
         sources += _copy_net(_resolve(tests[0], base_dir), test_path, base_dir, data_root, None)
         solver.test_net.append(test_path)
-        solver.test_iter.append(1)   # unused: the driver runs the test net itself
+        solver.test_iter.append(1)  # unused: the driver runs the test net itself
     _run_settings(solver, run_dir, stage, max_iter, seed, base_lr, solver_type)
     if check_data:
         check_databases(sources)

@@ -19,6 +19,7 @@ both shapes, and copy nothing when a check fails. `fixed_*` layers are never cop
 weights come from `netgen.fixed_weights`). Caffemodels are read with protobuf alone
 (`tools.core.protos`), so no prototxt of the source model is needed.
 """
+
 from netgen.blocks import VGG_GROUPS
 from netgen.config import ASPP_RATES, DEPTHNET_LAYER_MAP
 from netgen.fixed_weights import PREFIX as FIXED_PREFIX
@@ -30,6 +31,7 @@ BRANCHES = tuple(range(1, len(ASPP_RATES) + 1))
 ASPP_FC = ('fc6', 'fc7')
 #: Prefix of our global depth net's layers (A2 takes only these from DepthNet's model).
 GLOBAL_PREFIX = 'global_'
+
 
 def load_model(path):
     """{layer name: [float32 arrays]} of the caffemodel at `path`."""
@@ -77,13 +79,14 @@ def deeplab_pairs(model, path):
     pairs = [(n, n) for n in VGG_LAYERS]
     for fc in ASPP_FC:
         branches = ['%s_%d' % (fc, b) for b in BRANCHES]
-        if all(b in model for b in branches):       # DeepLab-v2's ASPP init model
+        if all(b in model for b in branches):  # DeepLab-v2's ASPP init model
             pairs += [(b, b) for b in branches]
-        elif fc in model:                           # a plain VGG16 with reduced fc6 / fc7
+        elif fc in model:  # a plain VGG16 with reduced fc6 / fc7
             pairs += [(b, fc) for b in branches]
         else:
-            raise ToolError('%s holds neither %s nor %s (a VGG16 with reduced fc layers)' % (
-                path, ', '.join(branches), fc))
+            raise ToolError(
+                '%s holds neither %s nor %s (a VGG16 with reduced fc layers)' % (path, ', '.join(branches), fc)
+            )
     return pairs
 
 
@@ -95,8 +98,10 @@ def init_from_deeplab(net, path, log=print):
     _check_in_net(net, [dst for dst, _ in pairs], 'DeepLab init %s' % path)
     copied = transplant(net, model, pairs, path)
     sources = sorted({src for _, src in pairs} - set(VGG_LAYERS))
-    log('DeepLab init %s: copied %d layers (%s .. %s; ASPP from %s)' % (
-        path, len(copied), copied[0], copied[-1], ', '.join(sources)))
+    log(
+        'DeepLab init %s: copied %d layers (%s .. %s; ASPP from %s)'
+        % (path, len(copied), copied[0], copied[-1], ', '.join(sources))
+    )
     return copied
 
 
@@ -129,14 +134,14 @@ def init_from_depthnet(net, path, targets, log=print):
     depth net), each looked up under DepthNet's name (`DEPTHNET_LAYER_MAP`), then under ours;
     only the layers whose shapes fit are copied. Returns the layers copied."""
     if not targets:
-        raise ToolError('DepthNet init %s: the net has no layer DepthNet\'s model initialises' % path)
+        raise ToolError("DepthNet init %s: the net has no layer DepthNet's model initialises" % path)
     model = load_model(path)
     log('DepthNet init %s (only layers whose shapes fit):' % path)
     candidates = [(n, list(dict.fromkeys([DEPTHNET_LAYER_MAP.get(n, n), n]))) for n in targets]
     copied, skipped = transplant_fitting(net, model, candidates, path, log)
     log('DepthNet init: %d layers copied, %d skipped' % (len(copied), len(skipped)))
     if not copied:
-        log('WARNING: nothing of %s fits: is it DepthNet\'s model?' % path)
+        log("WARNING: nothing of %s fits: is it DepthNet's model?" % path)
     return [dst for dst, _, _ in copied]
 
 
@@ -144,8 +149,11 @@ def depthnet_targets(net, hybrid, frozen=()):
     """Layers of `net` that DepthNet's model may initialise: in a hybrid net (A2) only the
     global depth net (the paper initialises the rest at random, L303-304), in DepthNet's own
     stages every layer with a counterpart; `frozen` layers (loaded from earlier stages) never."""
-    return [n for n in net.params if n in DEPTHNET_LAYER_MAP and n not in frozen
-            and (n.startswith(GLOBAL_PREFIX) or not hybrid)]
+    return [
+        n
+        for n in net.params
+        if n in DEPTHNET_LAYER_MAP and n not in frozen and (n.startswith(GLOBAL_PREFIX) or not hybrid)
+    ]
 
 
 def copy_shared_layers(net, path, log=print, required=True):
@@ -155,8 +163,10 @@ def copy_shared_layers(net, path, log=print, required=True):
     model = load_model(path)
     shared = [n for n in net.params if n in model and not n.startswith(FIXED_PREFIX)]
     if not shared and required:
-        raise ToolError('%s shares no layer name with the net (its layers: %s)' % (
-            path, ', '.join(sorted(model)) or 'none with weights'))
+        raise ToolError(
+            '%s shares no layer name with the net (its layers: %s)'
+            % (path, ', '.join(sorted(model)) or 'none with weights')
+        )
     copied = transplant(net, model, [(n, n) for n in shared], path)
     log('weights %s: copied %d layers (%s)' % (path, len(copied), ', '.join(copied)))
     return copied
