@@ -9,9 +9,10 @@ One dataset suffices: the others change only the class count of the last layers.
 import caffe
 import pytest
 
+import netgen
 from tools.porting import export, parity
 
-NETS = ('a1', 'a2', 'deeplab_aspp', 'depthnet')
+NETS = netgen.NETS
 DATASET = 'cityscapes'
 EXPECTED_OUTPUTS = {
     'a1': ['depth', 'seg_prob'],

@@ -34,7 +34,6 @@ MVN_EPSILON = 1e-9
 #: Base of the delta thresholds 1.25, 1.25^2, 1.25^3 (Table 3).
 DELTA_BASE = 1.25
 
-SEGMENTATION_KEYS = ('G', 'C', 'mIoU')
 DEPTH_KEYS = ('pp_mvn', 'delta1', 'delta2', 'delta3', 'ard', 'srd', 'rmse', 'rmse_log', 'sie', 'sie_table3')
 
 
