@@ -68,7 +68,7 @@ def verdict(train_dir, eval_dir):
     return lines, falling and above
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(prog='python -m tools.demo', description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default=DEFAULTS['out'], help='demo directory, emptied first (default %(default)s)')
     parser.add_argument(
@@ -81,89 +81,37 @@ def main(argv=None):
     parser.add_argument(
         '--seed', type=int, default=DEFAULTS['seed'], help='sample and Caffe seed (default %(default)s)'
     )
-    args = parser.parse_args(argv)
-    out = os.path.abspath(args.out)
-    sample, data = os.path.join(out, 'sample'), os.path.join(out, 'data')
+    return parser  # fmt: skip
+
+
+def _steps(args, out):
+    """(title, command) of each step, and the train and eval directories."""
+    py, sample, data = sys.executable, os.path.join(out, 'sample'), os.path.join(out, 'data')
     train_dir, eval_dir = os.path.join(out, 'train'), os.path.join(out, 'eval')
+    steps = [
+        ('sample data (Cityscapes layout)', [py, '-m', 'data_prep', 'sample', '--dataset', DATASET, '--out', sample,
+                                             '--count', str(args.count), '--seed', str(args.seed)]),
+        ('convert', [py, '-m', 'data_prep', DATASET, '--root', sample, '--out', data]),
+        ('train A2 (CPU)', [py, '-m', 'tools.train', '--net', NET, '--dataset', DATASET, '--cpu', '--data', data,
+                            '--out', train_dir, '--iters', str(args.iters), '--batch', '1', '--filler', 'msra',
+                            '--solver-type', 'Adam', '--init-classifier', str(CLASSIFIER_BATCHES),
+                            '--probe-classifier', str(CLASSIFIER_BATCHES), '--base-lr', str(args.lr),
+                            '--seed', str(args.seed), '--display', '5']),
+        ('evaluate (val)', [py, '-m', 'tools.evaluate', '--net', NET, '--dataset', DATASET,
+                            '--weights', os.path.join(train_dir, 'final.caffemodel'), '--data', data,
+                            '--out', eval_dir, '--overwrite', '--mode', 'resize']),
+    ]  # fmt: skip
+    return steps, train_dir, eval_dir
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    out = os.path.abspath(args.out)
+    steps, train_dir, eval_dir = _steps(args, out)
     shutil.rmtree(out, ignore_errors=True)
-    py, timings, start = sys.executable, [], time.time()
-    step(
-        'sample data (Cityscapes layout)',
-        [
-            py,
-            '-m',
-            'data_prep',
-            'sample',
-            '--dataset',
-            DATASET,
-            '--out',
-            sample,
-            '--count',
-            str(args.count),
-            '--seed',
-            str(args.seed),
-        ],
-        timings,
-    )
-    step('convert', [py, '-m', 'data_prep', DATASET, '--root', sample, '--out', data], timings)
-    step(
-        'train A2 (CPU)',
-        [
-            py,
-            '-m',
-            'tools.train',
-            '--net',
-            NET,
-            '--dataset',
-            DATASET,
-            '--cpu',
-            '--data',
-            data,
-            '--out',
-            train_dir,
-            '--iters',
-            str(args.iters),
-            '--batch',
-            '1',
-            '--filler',
-            'msra',
-            '--solver-type',
-            'Adam',
-            '--init-classifier',
-            str(CLASSIFIER_BATCHES),
-            '--probe-classifier',
-            str(CLASSIFIER_BATCHES),
-            '--base-lr',
-            str(args.lr),
-            '--seed',
-            str(args.seed),
-            '--display',
-            '5',
-        ],
-        timings,
-    )
-    step(
-        'evaluate (val)',
-        [
-            py,
-            '-m',
-            'tools.evaluate',
-            '--net',
-            NET,
-            '--dataset',
-            DATASET,
-            '--weights',
-            os.path.join(train_dir, 'final.caffemodel'),
-            '--data',
-            data,
-            '--out',
-            eval_dir,
-            '--overwrite',
-            '--mode',
-            'resize',
-        ],
-        timings,
-    )
+    timings, start = [], time.time()
+    for title, command in steps:
+        step(title, command, timings)
     for name in (os.path.join(train_dir, 'training.md'), os.path.join(eval_dir, 'report.md')):
         with open(name) as f:
             print('\n' + f.read())
