@@ -2,12 +2,16 @@
 
     python -m tools.export --net a1 --dataset cityscapes --weights a1.caffemodel --to pytorch
     python -m tools.export --net a1 --dataset cityscapes --weights a1.caffemodel --to onnx
+    python -m tools.export --net a1 --dataset cityscapes --weights a1.caffemodel --to state_dict
     python -m tools.export --net a1 --dataset cityscapes --weights a1.caffemodel --to npz
     python -m tools.export --net a1 --dataset cityscapes --weights a1.pt --to caffemodel [--template a1.caffemodel]
 
-pytorch: the module's state_dict (`torch.save`), keys `<caffe layer>.weight` / `.bias` in
-Caffe's blob shapes; onnx: the same module at opset ONNX_OPSET, checked against the module
-with ONNX Runtime; npz: the same arrays under the same keys; caffemodel: weights written back,
+Stand-alone, any batch size, outputs named as the Caffe blobs: pytorch: torch.export's
+ExportedProgram (.pt2; `torch.export.load(f).module()(data)` with PyTorch alone); onnx: the
+same graph at opset ONNX_OPSET, batch axis `batch`. Both are checked against the module at
+batch 1 and 3. The weights alone (they need this project's CaffeNet and the prototxt):
+state_dict (.pt, `torch.save`), keys `<caffe layer>.weight` / `.bias` in Caffe's blob shapes;
+npz: the same arrays under the same keys. caffemodel: weights (.pt, .pt2, .npz) written back,
 by pycaffe from the deploy net, or into a copy of --template with only the blob values
 replaced. The porting itself is `tools.porting`; docs/PORTING.md is the guide.
 
@@ -21,7 +25,7 @@ import sys
 from tools.core import run_cli
 from tools.porting import export
 
-SUFFIX = {'pytorch': '.pt', 'onnx': '.onnx', 'npz': '.npz', 'caffemodel': '.caffemodel'}
+SUFFIX = {'pytorch': '.pt2', 'onnx': '.onnx', 'state_dict': '.pt', 'npz': '.npz', 'caffemodel': '.caffemodel'}
 
 
 def parser():
@@ -32,7 +36,9 @@ def parser():
     result.add_argument('--dataset', help='cityscapes, sunrgbd or nyuv2')
     result.add_argument('--prototxt', help='any deploy prototxt instead of --net/--dataset')
     result.add_argument(
-        '--weights', required=True, help='a .caffemodel (to pytorch/onnx/npz) or a .pt/.npz (to caffemodel)'
+        '--weights',
+        required=True,
+        help='a .caffemodel (to pytorch/onnx/state_dict/npz) or a .pt/.pt2/.npz (to caffemodel)',
     )
     result.add_argument('--to', required=True, choices=tuple(SUFFIX))
     result.add_argument('--out', help="output file (default: the weights' name with the format's suffix)")
@@ -45,7 +51,7 @@ def _check(cli, args):
     if args.prototxt is None and (args.net is None or args.dataset is None):
         cli.error('give --net and --dataset, or --prototxt')
     if args.weights.endswith('.caffemodel') == (args.to == 'caffemodel'):
-        cli.error('--to caffemodel takes .pt/.npz weights; the other formats take a .caffemodel')
+        cli.error('--to caffemodel takes .pt/.pt2/.npz weights; the other formats take a .caffemodel')
     if args.template and args.to != 'caffemodel':
         cli.error('--template only applies to --to caffemodel')
 
@@ -57,14 +63,18 @@ def _main(argv):
     out = args.out or os.path.splitext(args.weights)[0] + SUFFIX[args.to]
     prototxt = export.resolve_prototxt(args.prototxt, args.net, args.dataset)
     module = export.load_pytorch(args.weights, prototxt)
-    if args.to == 'pytorch':
-        export.export_pytorch(module, out)
+    if args.to in ('pytorch', 'onnx'):
+        if args.to == 'pytorch':
+            export.export_pytorch(module, out)
+        else:
+            export.export_onnx(module, out, args.opset)
+        engine = 'ONNX Runtime' if args.to == 'onnx' else 'torch.export program'
+        for (batch, name), err in export.check_artifact(module, out).items():
+            print(f'{engine} vs CaffeNet, batch {batch}, {name}: max relative error {err:.1e}')
+    elif args.to == 'state_dict':
+        export.export_state_dict(module, out)
     elif args.to == 'npz':
         export.export_npz(module, out)
-    elif args.to == 'onnx':
-        export.export_onnx(module, out, args.opset)
-        for name, err in export.check_onnx(module, out).items():
-            print(f'ONNX Runtime vs PyTorch, {name}: max relative error {err:.1e}')
     else:
         export.export_caffemodel(module, prototxt, out, args.template)
     print(f'wrote {out}')

@@ -11,11 +11,12 @@ import torch
 from caffe import layers as L
 from caffe import params as P
 
+from netgen.fixed_weights import write_fixed_blobs
 from tests.support import ROOT
 from tools import export as export_cli
 from tools.core import ToolError
 from tools.core import protos as cm
-from tools.porting import export, parity
+from tools.porting import backends, export, parity
 from tools.porting.torch_net import CaffeNet, UnsupportedLayerError
 
 caffe.set_mode_cpu()
@@ -33,7 +34,9 @@ def _small_net():
         n.score, convolution_param=dict(num_output=4, group=4, kernel_size=3, stride=2, pad=1, bias_term=False)
     )
     n.prob = L.Softmax(n.fixed_up2_score)
-    return n.to_proto()
+    proto = n.to_proto()
+    write_fixed_blobs(proto)  # the zoom's weights live in the prototxt, as in the generated nets
+    return proto
 
 
 @pytest.fixture(scope='module')
@@ -63,8 +66,8 @@ def _export(small, to, weights=None, out=None, *extra):
     return out
 
 
-def test_pytorch_file_is_a_state_dict_with_caffe_names(small):
-    state = torch.load(_export(small, 'pytorch'), weights_only=True)
+def test_state_dict_file_has_caffe_names(small):
+    state = torch.load(_export(small, 'state_dict'), weights_only=True)
     expected = {
         f'{layer}.{role}': blob.data
         for layer, blobs in small['net'].params.items()
@@ -76,7 +79,7 @@ def test_pytorch_file_is_a_state_dict_with_caffe_names(small):
 
 
 def test_load_pytorch_runs_like_caffe(small):
-    module = export.load_pytorch(_export(small, 'pytorch'), small['prototxt'])
+    module = export.load_pytorch(_export(small, 'state_dict'), small['prototxt'])
     assert not module.training
     prob = parity.pytorch_outputs(module, small['x'])['prob']
     assert parity.relative_error(prob, small['prob']) <= parity.TOLERANCE
@@ -90,22 +93,29 @@ def test_npz_holds_every_blob_in_caffe_shape(small):
         assert len(arrays.files) == sum(len(b) for b in small['net'].params.values())
 
 
-def test_onnx_runs_like_caffe_and_reports_its_check(small, capsys):
-    path = _export(small, 'onnx')
-    assert 'ONNX Runtime vs PyTorch, prob: max relative error' in capsys.readouterr().out
-    prob = parity.onnx_outputs(path, small['x'])['prob']
+@pytest.mark.parametrize('to', ['onnx', 'pytorch'])
+def test_stand_alone_files_run_like_caffe_and_report_their_check(small, capsys, to):
+    path = _export(small, to)
+    engine = 'ONNX Runtime' if to == 'onnx' else 'torch.export program'
+    printed = capsys.readouterr().out
+    for batch in (1, 3):
+        assert f'{engine} vs CaffeNet, batch {batch}, prob: max relative error' in printed
+    run = backends.onnx_outputs if to == 'onnx' else backends.program_outputs
+    prob = run(path, small['x'])['prob']
     assert parity.relative_error(prob, small['prob']) <= parity.TOLERANCE
 
 
-@pytest.mark.parametrize('source', ['pytorch', 'npz'])
+@pytest.mark.parametrize('source', ['state_dict', 'pytorch', 'npz'])
 def test_weights_changed_outside_caffe_come_back(small, source):
-    """Fine-tuned weights (.pt or .npz) become a caffemodel that pycaffe loads, changes included."""
+    """Fine-tuned weights (.pt, .pt2 or .npz) become a caffemodel that pycaffe loads, changes included."""
     module = export.load_pytorch(small['weights'], small['prototxt'])
     with torch.no_grad():
         module.score.weight.mul_(-3.0)
         module.conv1.bias.add_(0.25)
     tuned = str(small['dir'] / f'tuned{export_cli.SUFFIX[source]}')
-    (export.export_pytorch if source == 'pytorch' else export.export_npz)(module, tuned)
+    {'state_dict': export.export_state_dict, 'pytorch': export.export_pytorch, 'npz': export.export_npz}[source](
+        module, tuned
+    )
     for extra in ([], ['--template', small['weights']]):
         out = _export(small, 'caffemodel', tuned, str(small['dir'] / 'tuned.caffemodel'), *extra)
         net = caffe.Net(small['prototxt'], out, caffe.TEST)
@@ -115,7 +125,7 @@ def test_weights_changed_outside_caffe_come_back(small, source):
         assert parity.relative_error(parity.pytorch_outputs(module, small['x'])['prob'], prob) <= parity.TOLERANCE
 
 
-@pytest.mark.parametrize('via', ['pytorch', 'npz'])
+@pytest.mark.parametrize('via', ['state_dict', 'pytorch', 'npz'])
 def test_round_trip_is_bit_identical(small, via):
     ported = _export(small, via, None, str(small['dir'] / f'round{export_cli.SUFFIX[via]}'))
     for extra in ([], ['--template', small['weights']]):
@@ -132,13 +142,13 @@ def test_template_keeps_the_rest_of_the_file(small):
     path = str(small['dir'] / 'template.caffemodel')
     with open(path, 'wb') as f:
         f.write(template.SerializeToString())
-    out = _export(small, 'caffemodel', _export(small, 'pytorch'), None, '--template', path)
+    out = _export(small, 'caffemodel', _export(small, 'state_dict'), None, '--template', path)
     with open(out, 'rb') as a, open(path, 'rb') as b:
         assert a.read() == b.read()
 
 
 def test_missing_weights_name_the_layer(small):
-    state = torch.load(_export(small, 'pytorch'), weights_only=True)
+    state = torch.load(_export(small, 'state_dict'), weights_only=True)
     del state['score.bias']
     path = str(small['dir'] / 'incomplete.pt')
     torch.save(state, path)

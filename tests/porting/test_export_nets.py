@@ -10,6 +10,7 @@ import caffe
 import pytest
 
 import netgen
+from tests.porting.test_standalone import assert_artifacts_match_caffe
 from tools.porting import export, parity
 
 NETS = netgen.NETS
@@ -34,7 +35,7 @@ class PortedNet:
         self.inputs = parity.random_inputs({'data': self.module.input_shapes['data']}, seed=len(net))
         self.caffe = parity.caffe_forward(reference, self.inputs, self.module.output_names)
         self.outputs, self.shapes = list(reference.outputs), {k: v.data.shape for k, v in reference.blobs.items()}
-        self.directory = directory
+        self.directory, self.reference = directory, reference
 
     def assert_parity(self, got, backend):
         errors = {name: parity.relative_error(got[name], ref) for name, ref in self.caffe.items()}
@@ -63,6 +64,15 @@ def test_onnx_parity(ported):
     ported.assert_parity(parity.onnx_outputs(path, ported.inputs), 'onnx')
 
 
+def test_stand_alone_files_at_batch_1_and_3(ported):
+    """net.pt2 and net.onnx (dynamic batch) in an interpreter without Caffe or the project, vs pycaffe."""
+    directory = ported.directory / 'standalone'
+    directory.mkdir()
+    export.export_pytorch(ported.module, str(directory / 'net.pt2'))
+    export.export_onnx(ported.module, str(directory / 'net.onnx'))
+    assert_artifacts_match_caffe(directory, ported.reference, ported.module)
+
+
 def test_opencv_parity(ported):
     got = parity.opencv_outputs(ported.prototxt, ported.weights, ported.inputs, ported.module.output_names)
     ported.assert_parity(got, 'opencv')
@@ -77,7 +87,7 @@ def test_round_trip_is_bit_identical(ported):
     """caffemodel -> .pt -> caffemodel: pycaffe's file and the template copy equal the original."""
     directory = ported.directory
     state_file = str(directory / f'{ported.net}.pt')
-    export.export_pytorch(ported.module, state_file)
+    export.export_state_dict(ported.module, state_file)
     module = export.load_pytorch(state_file, ported.prototxt)
     original = _read(ported.weights)
     by_pycaffe = export.export_caffemodel(module, ported.prototxt, str(directory / 'pycaffe.caffemodel'))

@@ -3,7 +3,8 @@
 The error of a backend on an output blob is max |out - out_caffe| / max |out_caffe|
 (`relative_error`); inputs are seeded Gaussians (`random_inputs`). Each `*_outputs`
 function returns {blob: array}: pycaffe (`caffe_outputs`, `caffe_forward`), a torch module
-(`pytorch_outputs`), ONNX Runtime (`onnx_outputs`), OpenCV's dnn (`opencv_outputs`).
+(`pytorch_outputs`), a torch.export program (`program_outputs`), ONNX Runtime
+(`onnx_outputs`), OpenCV's dnn (`opencv_outputs`).
 Shared by `tools.porting.export` and `tools.porting.parity`.
 """
 
@@ -49,6 +50,16 @@ def pytorch_outputs(module, inputs):
 
     with torch.no_grad():
         out = module(*[torch.from_numpy(inputs[name]) for name in module.input_names])
+    return {name: value.numpy() for name, value in out.items()}
+
+
+def program_outputs(path, inputs):
+    """A .pt2 file of torch.export (`tools.porting.export.export_pytorch`): {blob: array}."""
+    import torch  # noqa: PLC0415
+
+    program = torch.export.load(str(path)).module()
+    with torch.no_grad():
+        out = program(*[torch.from_numpy(value) for value in inputs.values()])
     return {name: value.numpy() for name, value in out.items()}
 
 

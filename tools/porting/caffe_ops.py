@@ -115,20 +115,35 @@ def canonical_axis(axis, num_axes):
     return axis % num_axes
 
 
-def reshape_shape(bottom_shape, dims, axis=0, num_axes=-1):
-    """Caffe's Reshape top shape: dims replace bottom axes [axis, axis + num_axes)."""
-    rank = len(bottom_shape)
+def reshape_template(rank, dims, axis=0, num_axes=-1):
+    """Caffe's Reshape as a template for any batch size: each entry of the top shape is a
+    bottom axis index to copy at run time (`('copy', i)`: the axes outside [axis, axis +
+    num_axes) and the `0` dims), a fixed size, or -1 (inferred, as torch's reshape does).
+    Copying the bottom's axes at run time keeps the batch symbolic in exported graphs."""
     start = rank + 1 + axis if axis < 0 else axis
     if not 0 <= start <= rank:
-        raise ValueError(f'reshape axis {axis} out of range for shape {tuple(bottom_shape)}')
+        raise ValueError(f'reshape axis {axis} out of range for a {rank}-axis blob')
     end = rank if num_axes == -1 else start + num_axes
     if end > rank:
-        raise ValueError(f'reshape axis {axis} + num_axes {num_axes} exceed shape {tuple(bottom_shape)}')
-    middle = [bottom_shape[start + i] if d == 0 else d for i, d in enumerate(dims)]
-    shape = list(bottom_shape[:start]) + middle + list(bottom_shape[end:])
-    if middle.count(-1) > 1:
+        raise ValueError(f'reshape axis {axis} + num_axes {num_axes} exceed a {rank}-axis blob')
+    if list(dims).count(-1) > 1:
         raise ValueError('reshape: at most one dimension may be -1')
-    if -1 in middle:
+    middle = [('copy', start + i) if d == 0 else d for i, d in enumerate(dims)]
+    return [('copy', i) for i in range(start)] + middle + [('copy', i) for i in range(end, rank)]
+
+
+def apply_template(template, bottom_shape):
+    """The top shape of a `reshape_template` for a bottom shape (ints or symbolic sizes)."""
+    return [bottom_shape[e[1]] if isinstance(e, tuple) else e for e in template]
+
+
+def reshape_shape(bottom_shape, dims, axis=0, num_axes=-1):
+    """Caffe's Reshape top shape: dims replace bottom axes [axis, axis + num_axes)."""
+    try:
+        shape = apply_template(reshape_template(len(bottom_shape), dims, axis, num_axes), bottom_shape)
+    except ValueError as err:
+        raise ValueError(f'{err} (shape {tuple(bottom_shape)})') from None
+    if -1 in shape:
         known = math.prod(d for d in shape if d != -1)
         shape[shape.index(-1)] = math.prod(bottom_shape) // known
     if math.prod(shape) != math.prod(bottom_shape):

@@ -1,13 +1,18 @@
 """Port a HybridNet caffemodel to PyTorch, ONNX or NumPy, and PyTorch/NumPy weights back to Caffe.
 
-`python -m tools.export` is the command line. pytorch: the module's state_dict (`torch.save`),
-keys `<caffe layer>.weight` / `.bias` in Caffe's blob shapes; `load_pytorch(file, net=, dataset=)`
-rebuilds the module.
-onnx: the same module at opset ONNX_OPSET, checked against the module with ONNX Runtime.
-npz: the same arrays under the same keys. caffemodel: weights (.pt state_dict or .npz)
-written back, by pycaffe from the deploy net, or into a copy of --template (e.g. the training
-caffemodel) with only the blob values replaced. OpenCV's dnn reads deploy prototxt +
-caffemodel directly (docs/PORTING.md); `python -m tools.parity` measures every backend.
+`python -m tools.export` is the command line. Stand-alone artifacts, batch size free (axis 0
+symbolic), outputs named as the Caffe blobs:
+pytorch: torch.export's ExportedProgram (`torch.export.save`, .pt2), loaded with PyTorch alone:
+`torch.export.load(f).module()(data)` -> {blob: tensor};
+onnx: the same graph at opset ONNX_OPSET (input axis 0 `batch`), checked by `onnx.checker`
+(full check) and against the module with ONNX Runtime.
+The weights alone, for this project's `CaffeNet` (`load_pytorch(file, net=, dataset=)`):
+state_dict: `torch.save` of the module's state_dict, keys `<caffe layer>.weight` / `.bias` in
+Caffe's blob shapes; npz: the same arrays under the same keys.
+caffemodel: weights (.pt state_dict, .pt2 program or .npz) written back, by pycaffe from the
+deploy net, or into a copy of --template (e.g. the training caffemodel) with only the blob
+values replaced. OpenCV's dnn reads deploy prototxt + caffemodel directly (docs/PORTING.md);
+`python -m tools.parity` measures every backend.
 """
 
 import warnings
@@ -18,10 +23,12 @@ from torch import nn
 
 from tools.core import ToolError, deploy_prototxt
 from tools.core import protos as cm
-from tools.porting.backends import onnx_outputs, pytorch_outputs, random_inputs, relative_error
+from tools.porting.backends import onnx_outputs, program_outputs, pytorch_outputs, random_inputs, relative_error
 from tools.porting.torch_net import CaffeNet
 
 ONNX_OPSET = 18
+BATCH_EXAMPLE = 2
+MAX_BATCH = 1024
 
 
 def resolve_prototxt(prototxt, net, dataset):
@@ -33,13 +40,15 @@ def resolve_prototxt(prototxt, net, dataset):
 
 
 def read_weights(path, module):
-    """{caffe layer: [arrays]} from a .caffemodel, an .npz of ours or a torch state_dict file."""
+    """{caffe layer: [arrays]} from a .caffemodel, an .npz or .pt2 of ours or a torch state_dict file."""
     if str(path).endswith('.caffemodel'):
         return cm.layer_blobs(cm.read_caffemodel(path))
     try:
         if str(path).endswith('.npz'):
             with np.load(path) as arrays:
                 state = {key: arrays[key] for key in arrays.files}
+        elif str(path).endswith('.pt2'):
+            state = torch.export.load(path).state_dict
         else:
             state = torch.load(path, map_location='cpu', weights_only=True)
     except OSError as err:
@@ -60,12 +69,39 @@ def load_pytorch(weights=None, prototxt=None, *, net=None, dataset=None):
     return module
 
 
-def export_pytorch(module, out):
+def export_state_dict(module, out):
+    """The weights alone (`torch.save` of the state_dict): loading them needs `CaffeNet` and the prototxt."""
     torch.save(module.state_dict(), out)
 
 
 def export_npz(module, out):
     np.savez(out, **{key: value.numpy() for key, value in module.state_dict().items()})
+
+
+def example_inputs(module, batch=BATCH_EXAMPLE):
+    """Zero inputs of the deploy shapes with `batch` samples (2: torch.export specialises a batch of 1)."""
+    return tuple(torch.zeros((batch,) + tuple(module.input_shapes[n][1:])) for n in module.input_names)
+
+
+def batch_dynamic_shapes(module):
+    """dynamic_shapes of the `*inputs` argument: axis 0 of every input is one symbolic `batch`."""
+    batch = torch.export.Dim('batch', min=1, max=MAX_BATCH)
+    return tuple({0: batch} for _ in module.input_names)
+
+
+def export_program(module):
+    """torch.export's ExportedProgram of the module, batch dynamic: outputs {Caffe blob: tensor}."""
+    with torch.no_grad():
+        return torch.export.export(
+            module.eval(), example_inputs(module), dynamic_shapes=(batch_dynamic_shapes(module),)
+        )
+
+
+def export_pytorch(module, out):
+    """A stand-alone PyTorch file (`torch.export.save`, .pt2): `torch.export.load(out).module()(data)`
+    gives {blob: tensor} for any batch size, with PyTorch alone (no Caffe, no project code)."""
+    torch.export.save(export_program(module), out)
+    return out
 
 
 class _TupleOutputs(nn.Module):
@@ -80,11 +116,18 @@ class _TupleOutputs(nn.Module):
         return tuple(out[name] for name in self.net.output_names)
 
 
-def export_onnx(module, out, opset=ONNX_OPSET):
-    """ONNX model of the module (fixed input shapes of the deploy net), one self-contained file."""
+def export_onnx(module, out, opset=ONNX_OPSET, dynamic_batch=True):
+    """ONNX model of the module, batch dynamic (axis 0 named `batch`), one self-contained file,
+    checked with `onnx.checker` (full check: shape inference included). dynamic_batch=False
+    keeps the deploy net's input shapes (for nets that only run at their own batch size, e.g.
+    a Reshape that drops axis 0)."""
     import onnx  # noqa: PLC0415
 
-    example = tuple(torch.zeros(module.input_shapes[name]) for name in module.input_names)
+    if dynamic_batch:
+        example, dynamic_shapes = example_inputs(module), (batch_dynamic_shapes(module),)
+    else:
+        example, dynamic_shapes = tuple(torch.zeros(module.input_shapes[n]) for n in module.input_names), None
+
     with warnings.catch_warnings():  # torch's exporter trips over its own pytree deprecation
         warnings.filterwarnings('ignore', message='.*LeafSpec.*', category=FutureWarning)
         torch.onnx.export(
@@ -95,19 +138,24 @@ def export_onnx(module, out, opset=ONNX_OPSET):
             output_names=module.output_names,
             opset_version=opset,
             dynamo=True,
+            dynamic_shapes=dynamic_shapes,
             external_data=False,
             verbose=False,
         )
-    onnx.checker.check_model(out)
+    onnx.checker.check_model(out, full_check=True)
     return out
 
 
-def check_onnx(module, onnx_path, seed=0):
-    """{output: relative error of ONNX Runtime vs the torch module} on a seeded random input."""
-    inputs = random_inputs({n: module.input_shapes[n] for n in module.input_names}, seed)
-    reference = pytorch_outputs(module, inputs)
-    got = onnx_outputs(onnx_path, inputs)
-    return {name: relative_error(got[name], reference[name]) for name in module.output_names}
+def check_artifact(module, path, batches=(1, 3), seed=0):
+    """{(batch, output): relative error of the .onnx / .pt2 file vs the torch module}, seeded inputs."""
+    run = onnx_outputs if str(path).endswith('.onnx') else program_outputs
+    errors = {}
+    for batch in batches:
+        shapes = {n: (batch,) + tuple(module.input_shapes[n][1:]) for n in module.input_names}
+        inputs = random_inputs(shapes, seed)
+        reference, got = pytorch_outputs(module, inputs), run(path, inputs)
+        errors.update({(batch, name): relative_error(got[name], reference[name]) for name in module.output_names})
+    return errors
 
 
 def export_caffemodel(module, prototxt, out, template=None):

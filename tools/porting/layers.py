@@ -268,11 +268,18 @@ def _power(layer, shapes):
 
 def _reshape(layer, shapes):
     p = layer.reshape_param
-    return Op(_reshape_op, dims=tuple(p.shape.dim), axis=p.axis, num_axes=p.num_axes)
+    dims = tuple(p.shape.dim)
+    try:
+        caffe_ops.reshape_shape(shapes[0], dims, p.axis, p.num_axes)  # Caffe's checks, at build time
+    except ValueError as err:
+        raise unsupported(layer, str(err)) from None
+    template = caffe_ops.reshape_template(len(shapes[0]), dims, p.axis, p.num_axes)
+    return Op(_reshape_op, template=tuple(template))
 
 
-def _reshape_op(x, dims, axis, num_axes):
-    return x.reshape(caffe_ops.reshape_shape(tuple(x.shape), dims, axis, num_axes))
+def _reshape_op(x, template):
+    """Copied axes read from x at run time, so the batch stays symbolic when exported."""
+    return x.reshape(caffe_ops.apply_template(template, x.shape))
 
 
 def _flatten(layer, shapes):
