@@ -21,10 +21,8 @@ from tools.evaluation.predictor import DEFAULT_BATCH, HEADS, RESIZE_INTERPOLATIO
 from tools.evaluation.run import MODES, database_path, evaluate
 
 
-def parser():
-    result = argparse.ArgumentParser(
-        prog='python -m tools.evaluate', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def _what(result):
+    """What is evaluated on what, and where the run goes."""
     result.add_argument('--net', required=True, choices=netgen.NETS)
     result.add_argument('--dataset', required=True, choices=tuple(config.NUM_CLASSES))
     weights = result.add_mutually_exclusive_group(required=True)
@@ -42,6 +40,10 @@ def parser():
     result.add_argument('--out', help='run directory (default runs/eval/<net>_<dataset>_<split>)')
     result.add_argument('--overwrite', action='store_true', help='replace an existing run directory')
     result.add_argument('--prototxt', help='deploy prototxt (default prototxt/<net>_<dataset>/deploy.prototxt)')
+
+
+def _how(result):
+    """How the images are predicted and scored, and what the run shows."""
     result.add_argument(
         '--task',
         action='append',
@@ -60,7 +62,12 @@ def parser():
         default='area',
         help='image resize in resize mode (default %(default)s)',
     )
-    result.add_argument('--max-depth', type=float, help='ignore ground truth deeper than this (metres)')
+    result.add_argument(
+        '--max-depth',
+        type=float,
+        help='ignore ground truth deeper than this, metres (default: the bound the nets train with, '
+        'netgen.config.MAX_DEPTH: cityscapes 80, sunrgbd / nyuv2 10; inf: none)',
+    )
     result.add_argument('--limit', type=int, help='evaluate only the first N images')
     result.add_argument('--figures', type=int, default=4, help='example rows in the figures (default %(default)s)')
     result.add_argument(
@@ -76,6 +83,14 @@ def parser():
         help='also run the official cityscapesscripts scorer on the written labelId PNGs',
     )
     result.add_argument('--quiet', action='store_true', help='no progress bar')
+
+
+def parser():
+    result = argparse.ArgumentParser(
+        prog='python -m tools.evaluate', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _what(result)
+    _how(result)
     return result
 
 
