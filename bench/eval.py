@@ -22,6 +22,7 @@ os.environ.setdefault('GLOG_minloglevel', '2')
 
 import numpy as np
 
+import netgen
 from netgen import config
 from tools.core import deploy_prototxt as deploy_path
 from tools.evaluation.predictor import Predictor, load_net
@@ -74,9 +75,9 @@ def time_setting(predictor, image):
     )
 
 
-def main(argv=None):
+def _parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--net', default='a2', choices=('a1', 'a2', 'deeplab_aspp', 'depthnet'))
+    parser.add_argument('--net', default='a2', choices=netgen.NETS)
     parser.add_argument('--dataset', default='cityscapes', choices=tuple(config.NUM_CLASSES))
     parser.add_argument('--batch', type=int, default=7, help='tiles per forward, batched setting (default 7)')
     parser.add_argument('--repeats', type=int, default=1, help='image passes per setting (default 1)')
@@ -88,8 +89,45 @@ def main(argv=None):
         help='tile rows of the timed image (default 4: the full 1024 x 2048 image)',
     )
     parser.add_argument('--gpu', type=int, help='GPU id (CUDA build of Caffe); default CPU')
-    args = parser.parse_args(argv)
+    return parser  # fmt: skip
 
+
+def _measure(settings, image, repeats, scale):
+    """{setting: [wall s]}, {setting: [s in forward]}, {setting: [CPU s]}, {setting: outputs}, alternated."""
+    seconds, forward, cpu = ({name: [] for name in settings} for _ in range(3))
+    outputs, names = {}, list(settings)
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            total, in_forward, cpu_seconds, label, depth = time_setting(settings[name], image)
+            seconds[name].append(total * scale)
+            forward[name].append(in_forward * scale)
+            cpu[name].append(cpu_seconds * scale)
+            outputs[name] = (label, depth)
+            print('  %-32s %8.2f s per image (%.2f CPU s)' % (name, total * scale, cpu_seconds * scale), flush=True)
+    return seconds, forward, cpu, outputs
+
+
+def _report(seconds, forward, cpu, outputs):
+    names = list(seconds)
+    (label_a, depth_a), (label_b, depth_b) = outputs.values()
+    same = (label_a is None or np.array_equal(label_a, label_b)) and (
+        depth_a is None or np.allclose(depth_a, depth_b, rtol=1e-5, atol=1e-6)
+    )
+    print('\n| setting | s per 1024 x 2048 image | of which Caffe forward | CPU s (all threads) | images/s |')
+    print('|---|---|---|---|---|')
+    for name in names:
+        median = statistics.median(seconds[name])
+        print('| %s | %.2f | %.2f | %.2f | %.4f |' % (
+            name, median, statistics.median(forward[name]), statistics.median(cpu[name]), 1 / median))  # fmt: skip
+    ratio = statistics.median(seconds[names[1]]) / statistics.median(seconds[names[0]])
+    cpu_ratio = statistics.median(cpu[names[1]]) / statistics.median(cpu[names[0]])
+    print('\nbatched vs one tile per forward: %.3fx faster (wall), %.3fx less CPU time; same predictions: %s' % (
+        ratio, cpu_ratio, same))  # fmt: skip
+    return same
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     height = 1024 if args.rows == FULL_ROWS else config.INPUT_SIZE * args.rows
     image = np.random.default_rng(0).integers(0, 256, (height, 2048, 3), dtype=np.uint8)
     tiles = len(tile_origins(height, 2048))
@@ -102,50 +140,11 @@ def main(argv=None):
     for predictor in settings.values():  # warm up: allocate each batch shape once
         predictor.forward(np.zeros((predictor.batch_size,) + (config.INPUT_SIZE,) * 2 + (3,), np.float32))
     scale = FULL_ROWS / args.rows
-    print(
-        '%s/%s deploy net, random weights, %s; image %d x 2048 = %d tiles%s; %d repeat(s)'
-        % (
-            args.net,
-            args.dataset,
-            'gpu %d' % args.gpu if args.gpu is not None else 'cpu',
-            height,
-            tiles,
-            '' if scale == 1 else ' (times scaled x%g to a 1024 x 2048 image)' % scale,
-            args.repeats,
-        )
-    )
-    seconds = {name: [] for name in settings}
-    forward = {name: [] for name in settings}
-    cpu = {name: [] for name in settings}
-    outputs = {}
-    names = list(settings)
-    for repeat in range(args.repeats):
-        for name in names if repeat % 2 == 0 else names[::-1]:
-            total, in_forward, cpu_seconds, label, depth = time_setting(settings[name], image)
-            seconds[name].append(total * scale)
-            forward[name].append(in_forward * scale)
-            cpu[name].append(cpu_seconds * scale)
-            outputs[name] = (label, depth)
-            print('  %-32s %8.2f s per image (%.2f CPU s)' % (name, total * scale, cpu_seconds * scale), flush=True)
-    (label_a, depth_a), (label_b, depth_b) = outputs.values()
-    same = (label_a is None or np.array_equal(label_a, label_b)) and (
-        depth_a is None or np.allclose(depth_a, depth_b, rtol=1e-5, atol=1e-6)
-    )
-    print('\n| setting | s per 1024 x 2048 image | of which Caffe forward | CPU s (all threads) | images/s |')
-    print('|---|---|---|---|---|')
-    for name in names:
-        median = statistics.median(seconds[name])
-        print(
-            '| %s | %.2f | %.2f | %.2f | %.4f |'
-            % (name, median, statistics.median(forward[name]), statistics.median(cpu[name]), 1 / median)
-        )
-    ratio = statistics.median(seconds[names[1]]) / statistics.median(seconds[names[0]])
-    cpu_ratio = statistics.median(cpu[names[1]]) / statistics.median(cpu[names[0]])
-    print(
-        '\nbatched vs one tile per forward: %.3fx faster (wall), %.3fx less CPU time; same predictions: %s'
-        % (ratio, cpu_ratio, same)
-    )
-    return 0 if same else 1
+    device = 'gpu %d' % args.gpu if args.gpu is not None else 'cpu'
+    rescaled = '' if scale == 1 else ' (times scaled x%g to a 1024 x 2048 image)' % scale
+    print('%s/%s deploy net, random weights, %s; image %d x 2048 = %d tiles%s; %d repeat(s)' % (
+        args.net, args.dataset, device, height, tiles, rescaled, args.repeats))  # fmt: skip
+    return 0 if _report(*_measure(settings, image, args.repeats, scale)) else 1
 
 
 if __name__ == '__main__':
