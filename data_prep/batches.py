@@ -30,7 +30,8 @@ from data_prep.dataset import IGNORE
 from data_prep.errors import DataError
 
 #: `param_str` keys with their defaults; None: required (`mean` too: the nets pass the project's one
-#: mean, netgen.config.MEAN_BGR), except `label_size`, where null means no label top.
+#: mean, netgen.config.MEAN_BGR), except `label_size`, where null means no label top, and `max_depth`,
+#: where null means no bound (the nets pass netgen.config.MAX_DEPTH[dataset]: deeper ground truth is invalid).
 DEFAULTS = {
     'source': None,
     'batch_size': None,
@@ -43,6 +44,7 @@ DEFAULTS = {
     'depth_sizes': [],
     'seed': 0,
     'workers': 2,
+    'max_depth': None,
 }
 
 
@@ -58,7 +60,7 @@ def parse_param_str(param_str):
     if unknown:
         raise ValueError(f'HybridData param_str: unknown key {unknown[0]!r}; known: {", ".join(DEFAULTS)}')
     params = dict(DEFAULTS, **given)
-    missing = [k for k, v in params.items() if v is None and k != 'label_size']
+    missing = [k for k, v in params.items() if v is None and k not in ('label_size', 'max_depth')]
     if missing:
         raise ValueError(f'HybridData param_str: missing {", ".join(missing)}')
 
@@ -82,6 +84,16 @@ def parse_param_str(param_str):
         '[B, G, R]',
     )
     check('label_size', params['label_size'] is None or is_int(params['label_size']), 'an integer or null')
+    check(
+        'max_depth',
+        params['max_depth'] is None
+        or (
+            isinstance(params['max_depth'], (int, float))
+            and not isinstance(params['max_depth'], bool)
+            and params['max_depth'] > 0
+        ),
+        'a positive number (metres) or null',
+    )
     check(
         'depth_sizes',
         isinstance(params['depth_sizes'], list) and all(map(is_int, params['depth_sizes'])),
@@ -190,8 +202,10 @@ class CropSampler:
             label = _place(record.label[rows, cols], IGNORE, crop, window)
             next(tops)[0] = label[:: self.label_stride, :: self.label_stride]
         for stride in self.depth_strides:
-            depth = _place(record.depth[rows, cols], 0, crop, window)
-            next(tops)[0] = depth[::stride, ::stride]
+            depth = next(tops)[0]
+            depth[...] = _place(record.depth[rows, cols], 0, crop, window)[::stride, ::stride]
+            if params['max_depth'] is not None:  # deeper ground truth is invalid (0), never a target
+                depth[depth > params['max_depth']] = 0
 
 
 def _place(content, fill, crop, window):

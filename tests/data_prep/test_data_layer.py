@@ -14,11 +14,15 @@ import numpy as np
 import pytest
 
 from data_prep.batches import BatchWorkers, CropSampler, parse_param_str
+from data_prep.cityscapes import disparity_to_depth
 from data_prep.database import open_database, write_database
 from data_prep.dataset import Record
 from data_prep.errors import DataError
-from netgen.config import MEAN_BGR
+from netgen import build
+from netgen.config import MAX_DEPTH, MEAN_BGR
 from tests.support import ROOT
+from tools.evaluation.metrics import DepthMeter
+from tools.evaluation.run import default_max_depth
 
 CAFFE_CLI = os.path.join(ROOT, '.venv', 'bin', 'caffe')
 
@@ -255,3 +259,34 @@ def test_worker_processes_serve_the_same_stream_and_pass_errors_on(coded_db, tmp
     with pytest.raises(DataError, match='data.mdb: missing LMDB data file'):
         workers.next()
     workers.close()
+
+
+def test_depth_beyond_the_bound_is_never_a_target_or_scored(tmp_path):
+    """Cityscapes disparity p = 2 is ~121 km (aachen camera): with the nets' bound
+    (netgen.config.MAX_DEPTH, param_str `max_depth`) such pixels are invalid (0) in every depth
+    top, and the evaluation (the same bound by default) leaves them out of every metric."""
+    bound = MAX_DEPTH['cityscapes']
+    layer = build('a2', 'cityscapes', 'train').layer[0]
+    assert json.loads(layer.python_param.param_str)['max_depth'] == bound
+    assert default_max_depth('cityscapes') == bound and default_max_depth('cityscapes', float('inf')) is None
+    y, x = np.mgrid[0:41, 0:41]
+    disparity = (1 + 256 * (4 + (x + y) % 17)).astype(np.uint16)  # 4..20 px: 24..118 m
+    disparity[::3, ::2] = 2  # ~121 km
+    depth = disparity_to_depth(disparity, 0.209313, 2262.52)
+    far = disparity == 2
+    assert depth[far].min() > 1e5 and (depth[~far] > bound).any() and (depth[~far] <= bound).any()
+    record = Record(np.zeros((41, 41, 3), np.uint8), np.zeros((41, 41), np.uint8), depth, ['p2'])
+    db = write_database(tmp_path / 'db', [record], 'toy', 'train', list('ab'))
+    for train in (True, False):
+        given = dict(batch_size=2, crop_size=41, label_size=41, depth_sizes=[41, 21], train=train)
+        bounded = CropSampler(open_database(db), params(db, max_depth=bound, **given)).batch(0)
+        raw = CropSampler(open_database(db), params(db, **given)).batch(0)
+        for top, unbounded in zip(bounded[2:], raw[2:]):
+            assert top.max() <= bound and (top > 0).any()
+            np.testing.assert_array_equal(top, np.where(unbounded > bound, 0, unbounded))
+    meter = DepthMeter(max_depth=default_max_depth('cityscapes'))
+    prediction = np.full_like(depth, 30.0)
+    scores = meter.update(prediction, depth)
+    kept = (depth > 0) & (depth <= bound)
+    assert meter.scores()['pixels'] == np.count_nonzero(kept) < np.count_nonzero(depth > 0)
+    np.testing.assert_allclose(scores['rmse'], np.sqrt(np.mean((30.0 - depth[kept]) ** 2)), rtol=1e-6)

@@ -16,6 +16,7 @@ resolution labelId PNGs named as the official scorer expects.
 """
 
 import csv
+import math
 import os
 import shutil
 import time
@@ -136,6 +137,17 @@ def figure_indices(count, figures_wanted):
 
 def _partial_dir(out_dir):
     return out_dir.with_name('.%s.partial-%d' % (out_dir.name, os.getpid()))
+
+
+def default_max_depth(dataset, max_depth=None):
+    """The depth bound of the metrics: `max_depth` metres, by default the one the nets train
+    with (`netgen.config.MAX_DEPTH[dataset]`: deeper ground truth is invalid in both);
+    inf: none (returns None)."""
+    if max_depth is None:
+        return config.MAX_DEPTH.get(dataset)
+    if max_depth <= 0:
+        raise ToolError('--max-depth must be positive (inf: no bound), got %g' % max_depth)
+    return None if math.isinf(max_depth) else float(max_depth)
 
 
 def _check_arguments(dataset, mode, batch_size, limit, official_scorer, tasks):
@@ -260,6 +272,7 @@ def evaluate(
     data/<dataset>/<split>. Returns the results dict that report.json holds."""
     split, mode = split or DEFAULT_SPLIT.get(dataset), mode or DEFAULT_MODE.get(dataset)
     _check_arguments(dataset, mode, batch_size, limit, official_scorer, tasks)
+    max_depth = default_max_depth(dataset, max_depth)
     out_dir = Path(out_dir or REPO / 'runs' / 'eval' / ('%s_%s_%s' % (net_name, dataset, split)))
     if out_dir.exists() and not overwrite:
         raise ToolError('%s exists: pass --overwrite or another --out' % out_dir)
