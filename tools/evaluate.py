@@ -1,9 +1,13 @@
 """Evaluate a deploy net on a converted split: the paper's inference, metrics, report, figures.
 
     python -m tools.evaluate --net a2 --dataset cityscapes --weights RUN/a2.caffemodel
+    python -m tools.evaluate ... --backend onnxruntime --compare-backend caffe [--threads N]
 
 Tiles (Cityscapes, paper L349-357) or resize (SUN-RGBD, NYUv2, L456-461); the paper's
 metrics and tables; report.md, report.json, per_image.csv and figures in the run directory.
+--backend runs the forward on Caffe (default), ONNX Runtime or PyTorch (the stand-alone export
+of the same weights); --compare-backend B also runs B on the same images and reports whether
+every metric is the same at its printed precision, and the per-pixel argmax agreement.
 The evaluation itself is `tools.evaluation` (run, predictor, metrics, report, figures).
 
 Exit codes: 0 done, 2 bad input, 130 interrupted (nothing half-written is left).
@@ -17,6 +21,7 @@ import netgen
 from netgen import config
 from tools.core import run_cli
 from tools.evaluation import report
+from tools.evaluation.backends import BACKENDS, EngineOptions
 from tools.evaluation.predictor import DEFAULT_BATCH, HEADS, RESIZE_INTERPOLATION
 from tools.evaluation.run import MODES, database_path, evaluate
 
@@ -82,6 +87,21 @@ def _how(result):
         action='store_true',
         help='also run the official cityscapesscripts scorer on the written labelId PNGs',
     )
+    result.add_argument(
+        '--backend',
+        choices=BACKENDS,
+        default='caffe',
+        help='engine of the forward pass (default %(default)s, the faithful one); onnxruntime and pytorch run '
+        'the stand-alone export of the same weights; tiling, metrics and report are the same',
+    )
+    result.add_argument(
+        '--compare-backend',
+        choices=BACKENDS,
+        metavar='B',
+        help='also run engine B on the same images; the report gives the metric differences and the '
+        'per-pixel argmax agreement (e.g. --backend onnxruntime --compare-backend caffe)',
+    )
+    result.add_argument('--threads', type=int, help='threads of every engine (default: every core)')
     result.add_argument('--quiet', action='store_true', help='no progress bar')
 
 
@@ -92,6 +112,16 @@ def parser():
     _what(result)
     _how(result)
     return result
+
+
+def _engine(args):
+    """The run's engines; the exporter (tools.porting, torch and onnx) loads only when needed."""
+    exporter = None
+    if {args.backend, args.compare_backend} - {'caffe', None}:
+        from tools.porting.export import export_live_net  # noqa: PLC0415
+
+        exporter = export_live_net
+    return EngineOptions(args.backend, args.compare_backend, args.threads, exporter)
 
 
 def _main(argv):
@@ -118,6 +148,7 @@ def _main(argv):
         max_depth=args.max_depth,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        engine=_engine(args),
     )
     print(report.summary(results))
     print('report: %s' % (Path(results['run_dir']) / 'report.md'))

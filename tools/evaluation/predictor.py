@@ -18,6 +18,7 @@ from netgen import config
 from netgen.fixed_weights import PREFIX as FIXED_PREFIX
 from netgen.fixed_weights import fill_fixed_weights
 from tools.core import ToolError, protos, use_device
+from tools.evaluation.backends import CaffeBackend
 from tools.evaluation.tiling import TileMerger, pad_to_tile, tile_origins, upsample
 
 #: Deploy blob of each task (docs/DESIGN.md).
@@ -77,10 +78,13 @@ def load_net(deploy, weights=None, gpu=None):
 
 class Predictor:
     """Forwards 321 x 321 RGB inputs through a deploy net in batches; predicts whole images
-    by tiling or by resizing. Outputs: H x W int32 labels and/or H x W float32 depth."""
+    by tiling or by resizing. Outputs: H x W int32 labels and/or H x W float32 depth.
+    `net`: a backend of `tools.evaluation.backends` (Caffe, ONNX Runtime, PyTorch), or a
+    caffe.Net (run by Caffe)."""
 
     def __init__(self, net, tasks, batch_size=DEFAULT_BATCH, tile=config.INPUT_SIZE, resize_interpolation='area'):
-        self.net, self.tasks, self.batch_size, self.tile = net, tuple(tasks), batch_size, tile
+        self.backend = net if hasattr(net, 'run') else CaffeBackend(net)
+        self.tasks, self.batch_size, self.tile = tuple(tasks), batch_size, tile
         self.interpolation = RESIZE_INTERPOLATION[resize_interpolation]
         self.mean_bgr = np.asarray(config.MEAN_BGR, np.float32)
 
@@ -91,16 +95,11 @@ class Predictor:
     def forward(self, inputs):
         """N x tile x tile x 3 preprocessed inputs -> {blob: N x C x h x w} for the tasks' heads."""
         outputs = {HEADS[task]: [] for task in self.tasks}
-        data = self.net.blobs['data']
         for start in range(0, len(inputs), self.batch_size):
-            batch = inputs[start : start + self.batch_size]
-            if data.data.shape[0] != len(batch):
-                data.reshape(len(batch), 3, self.tile, self.tile)
-                self.net.reshape()
-            data.data[...] = batch.transpose(0, 3, 1, 2)
-            result = self.net.forward(blobs=list(outputs))
+            batch = inputs[start : start + self.batch_size].transpose(0, 3, 1, 2)
+            result = self.backend.run(batch, list(outputs))
             for name in outputs:
-                outputs[name].append(result[name].copy())
+                outputs[name].append(result[name])
         return {name: np.concatenate(parts) for name, parts in outputs.items()}
 
     def predict_tiled(self, image):

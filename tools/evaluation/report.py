@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from tools.core import ToolError
+from tools.evaluation import compare
 from tools.evaluation.paper import DEPTH_ROWS, PAPER_DEPTH, PAPER_NAMES, PAPER_SEGMENTATION, RATIO_KEYS, SIE_TABLE3_ROW
 
 # --- runs -------------------------------------------------------------------------------
@@ -173,6 +174,13 @@ def notes(results):
     return out
 
 
+def _engine(backend):
+    """The forward's engine (runs before engines were recorded: Caffe)."""
+    if not backend:
+        return 'caffe'
+    return '%s %s, %d threads' % (backend['name'], backend['version'], backend['threads'])
+
+
 def render_markdown(results, compare_runs=()):
     mode = (
         'tiles of 321 x 321 with minimum overlap, %d per forward (paper L349-357)' % results['batch_size']
@@ -192,6 +200,7 @@ def render_markdown(results, compare_runs=()):
                 'time',
                 '%.1f s on %s, %.3f images/s' % (results['seconds'], results['device'], results['images_per_second']),
             ],
+            ['engine', _engine(results.get('backend'))],
             ['created', results['created']],
         ],
     )
@@ -201,6 +210,8 @@ def render_markdown(results, compare_runs=()):
         lines += [''] + segmentation_section(results, compare_runs)
     if 'depth' in results:
         lines += [''] + depth_section(results, compare_runs)
+    if results.get('backend_comparison'):
+        lines += [''] + compare.markdown(results)
     if results.get('figures'):
         lines += ['', '## Figures', '']
         lines += ['![%s](%s)' % (Path(path).stem, path) for path in results['figures']]
@@ -255,6 +266,7 @@ def summary(results):
             'depth (mean over images): '
             + '  '.join('%s %s' % (label, _fmt(depth[key], 4)) for key, label, _ in DEPTH_ROWS)
         )
+    lines += compare.summary_lines(results)
     for note in notes(results):
         lines.append('note: ' + note.replace('**', ''))
     return '\n'.join(lines)

@@ -36,8 +36,9 @@ from data_prep.database import open_database  # noqa: E402
 from data_prep.errors import DataError  # noqa: E402
 from netgen import config  # noqa: E402
 from tools.evaluation import figures, report  # noqa: E402
+from tools.evaluation.compare import open_engines  # noqa: E402
 from tools.evaluation.metrics import DEPTH_KEYS, DepthMeter, SegmentationMeter, official_cityscapes_scores  # noqa: E402
-from tools.evaluation.predictor import DEFAULT_BATCH, HEADS, Predictor, load_net  # noqa: E402
+from tools.evaluation.predictor import DEFAULT_BATCH, HEADS, load_net  # noqa: E402
 
 #: Split evaluated by default (`netgen.config.TEST_SPLIT`): Cityscapes' test labels are not
 #: public (paper L346-347 uses val + test; val is what can be scored).
@@ -213,7 +214,7 @@ class _Scoring:
         return out
 
 
-def _predict_all(predict, database, count, tasks, names, scoring, desc, progress):
+def _predict_all(predict, database, count, tasks, names, scoring, desc, progress, comparison=None):
     with tqdm(
         total=count, unit=' images', desc=desc, disable=not progress, dynamic_ncols=True, bar_format=PROGRESS_FORMAT
     ) as bar:
@@ -226,6 +227,8 @@ def _predict_all(predict, database, count, tasks, names, scoring, desc, progress
                 raise ToolError('record %d (%s) has no depth ground truth' % (index, name))
             label, depth = predict(record.image)
             scoring.add(index, name, record, label, depth, keep=index in names)
+            if comparison is not None:
+                comparison.add(record)
             bar.update()
 
 
@@ -243,33 +246,16 @@ def _commit(partial, out_dir):
     partial.rename(out_dir)
 
 
-def evaluate(
-    net_name,
-    dataset,
-    weights,
-    split=None,
-    out_dir=None,
-    gpu=None,
-    *,
-    deploy=None,
-    database=None,
-    batch_size=DEFAULT_BATCH,
-    mode=None,
-    tasks=None,
-    limit=None,
-    num_figures=4,
-    compare=(),
-    official_scorer=False,
-    resize_interpolation='area',
-    max_depth=None,
-    overwrite=False,
-    progress=True,
-):
+def evaluate(net_name, dataset, weights, split=None, out_dir=None, gpu=None, *, deploy=None, database=None,
+             batch_size=DEFAULT_BATCH, mode=None, tasks=None, limit=None, num_figures=4, compare=(),
+             official_scorer=False, resize_interpolation='area', max_depth=None, overwrite=False,
+             progress=True, engine=None):  # fmt: skip
     """Evaluate net `net_name` on `dataset`/`split` and write the run directory.
 
     weights: a .caffemodel, or None for the deploy net's random init (marked in the report);
     database: one split's database directory (or an opened database), default
-    data/<dataset>/<split>. Returns the results dict that report.json holds."""
+    data/<dataset>/<split>; engine: `backends.EngineOptions` (Caffe by default, a compared
+    engine, threads). Returns the results dict that report.json holds."""
     split, mode = split or DEFAULT_SPLIT.get(dataset), mode or DEFAULT_MODE.get(dataset)
     _check_arguments(dataset, mode, batch_size, limit, official_scorer, tasks)
     max_depth = default_max_depth(dataset, max_depth)
@@ -285,39 +271,27 @@ def evaluate(
     net = load_net(deploy, weights, gpu)
     tasks = choose_tasks(net, net_name, tasks, database)
     _check_classes(net, deploy, dataset, tasks)
-    predictor = Predictor(net, tasks, batch_size, resize_interpolation=resize_interpolation)
-    predict = predictor.predict_tiled if mode == 'tiles' else predictor.predict_resized
+    engines = open_engines(net, deploy, tasks, mode, batch_size, resize_interpolation, engine, dataset, max_depth, gpu)
     partial = _partial_dir(out_dir)
     shutil.rmtree(partial, ignore_errors=True)
     started = time.time()
     try:
         scoring = _Scoring(dataset, tasks, max_depth, partial, database)
-        _predict_all(predict, database, count, tasks, names, scoring, '%s %s/%s' % (net_name, dataset, split), progress)
+        desc = '%s %s/%s' % (net_name, dataset, split)
+        _predict_all(engines.predict, database, count, tasks, names, scoring, desc, progress, engines.comparison)
         seconds = time.time() - started
         results = {
-            'net': net_name,
-            'dataset': dataset,
-            'split': split,
-            'tasks': tasks,
-            'weights': str(weights) if weights else None,
-            'random_weights': weights is None,
-            'deploy': str(deploy),
-            'database': str(getattr(database, 'path', '<in memory>')),
-            'images': count,
-            'images_in_split': len(database),
-            'mode': mode,
-            'batch_size': batch_size,
+            'net': net_name, 'dataset': dataset, 'split': split, 'tasks': tasks,
+            'weights': str(weights) if weights else None, 'random_weights': weights is None,
+            'deploy': str(deploy), 'database': str(getattr(database, 'path', '<in memory>')),
+            'images': count, 'images_in_split': len(database), 'mode': mode, 'batch_size': batch_size,
             'resize_interpolation': resize_interpolation if mode == 'resize' else None,
-            'max_depth': max_depth,
-            'seconds': seconds,
-            'images_per_second': count / seconds,
-            'device': 'gpu %d' % gpu if gpu is not None else 'cpu',
-            'created': time.strftime('%Y-%m-%d %H:%M:%S'),
+            'max_depth': max_depth, 'seconds': seconds, 'images_per_second': count / seconds,
+            'device': 'gpu %d' % gpu if gpu is not None else 'cpu', 'created': time.strftime('%Y-%m-%d %H:%M:%S'),
             'class_names': list(getattr(database, 'class_names', None) or default_class_names(dataset)),
-            'figure_images': [names[i] for i in shown],
-            'figure_indices': shown,
-            **scoring.scores(),
-        }
+            'figure_images': [names[i] for i in shown], 'figure_indices': shown, **scoring.scores(),
+        }  # fmt: skip
+        results.update(engines.results(results))
         if official_scorer:
             results['official_cityscapes'] = _run_official_scorer(scoring.gt_files, partial)
         _write_csv(partial / 'per_image.csv', scoring.rows)

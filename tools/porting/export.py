@@ -15,6 +15,7 @@ values replaced. OpenCV's dnn reads deploy prototxt + caffemodel directly (docs/
 `python -m tools.parity` measures every backend.
 """
 
+import os
 import warnings
 
 import numpy as np
@@ -156,6 +157,19 @@ def check_artifact(module, path, batches=(1, 3), seed=0):
         reference, got = pytorch_outputs(module, inputs), run(path, inputs)
         errors.update({(batch, name): relative_error(got[name], reference[name]) for name in module.output_names})
     return errors
+
+
+def export_live_net(deploy, net, backend, directory):
+    """The weights of a live caffe.Net (deploy net `deploy`) as the stand-alone file `backend`
+    runs, written in `directory`: .onnx for 'onnxruntime', .pt2 for 'pytorch'. The evaluation's
+    exporter (`tools.evaluation.backends`): its other engines see the very weights Caffe runs."""
+    module = CaffeNet(cm.read_net(deploy)).eval()
+    module.load_caffe_blobs({name: [blob.data for blob in blobs] for name, blobs in net.params.items()})
+    if backend == 'onnxruntime':
+        return export_onnx(module, os.path.join(directory, 'net.onnx'))
+    if backend == 'pytorch':
+        return export_pytorch(module, os.path.join(directory, 'net.pt2'))
+    raise ToolError(f'no stand-alone file for backend {backend!r} (onnxruntime, pytorch)')
 
 
 def export_caffemodel(module, prototxt, out, template=None):
