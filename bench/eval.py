@@ -63,12 +63,12 @@ def deploy_file(net_name, dataset):
 
 def time_setting(predictor, image):
     """(wall s, wall s in Caffe's forward, CPU s of this process, label, depth) of one image."""
-    predictor.net.forward_seconds = 0.0
+    predictor.backend.net.forward_seconds = 0.0
     started, cpu_started = time.perf_counter(), time.process_time()
     label, depth = predictor.predict_tiled(image)
     return (
         time.perf_counter() - started,
-        predictor.net.forward_seconds,
+        predictor.backend.net.forward_seconds,
         time.process_time() - cpu_started,
         label,
         depth,
