@@ -99,6 +99,28 @@ def test_resize_mode_predicts_at_the_ground_truth_size(tmp_path):
     assert 'paper Table 5' in (tmp_path / 'run' / 'report.md').read_text()
 
 
+@pytest.mark.parametrize('dataset', ['sunrgbd', 'nyuv2'])
+def test_indoor_datasets_can_be_tiled_at_native_scale(tmp_path, dataset):
+    """The paper resizes indoor test images to 321 (L455-461, the default); `--mode tiles`
+    evaluates them at native scale instead, for comparison (docs/FIDELITY.md, "Resizing")."""
+    deploy, weights = write_colour_net(tmp_path, num_classes=37 if dataset == 'sunrgbd' else 40)
+    database = colour_database([(240, 320), (530, 730)])
+    results = evaluate(
+        'a2',
+        dataset,
+        weights,
+        'test',
+        tmp_path / 'run',
+        deploy=deploy,
+        database=database,
+        mode='tiles',
+        num_figures=1,
+        progress=False,
+    )
+    assert results['mode'] == 'tiles' and results['max_depth'] == 10
+    assert results['segmentation']['G'] > 0.9 and results['depth']['per_image']['delta1'] > 0.9
+
+
 def test_compare_adds_the_other_runs_column(cityscapes_run, colour_net, tmp_path):
     first, _ = cityscapes_run
     deploy, weights = colour_net

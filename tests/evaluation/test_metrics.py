@@ -14,6 +14,7 @@ from tools.evaluation.metrics import (
     depth_scores,
     depth_sums,
 )
+from tools.evaluation.paper import PAPER_DEPTH
 
 # --- segmentation -------------------------------------------------------------------
 
@@ -177,3 +178,23 @@ def test_bad_depth_input_is_refused():
         depth_sums(np.ones(2), np.ones(3))
     empty = DepthMeter().scores()
     assert empty['images'] == 0 and math.isnan(empty['pooled']['rmse'])
+
+
+def test_both_sie_forms_fit_every_printed_number():
+    """Why SIE's root form is a choice, not forced (docs/FIDELITY.md, "SIE"): with g = ln d - ln d*
+    and m its mean, the root form sqrt(mean(g^2) - m^2) <= RMSE-log, and Table 3's printed form
+    mean((g + m)^2) = RMSE-log^2 + 3 m^2 lies in [RMSE-log^2, 4 RMSE-log^2]. Every SIE the paper
+    prints satisfies both bounds (Table 4 A2: 0.19 >= 0.4343^2 = 0.1886 only just), so the
+    numbers cannot tell the forms apart."""
+    rng = np.random.default_rng(3)
+    gt = rng.uniform(1, 50, (20, 30))
+    pred = gt * np.exp(0.3 + 0.2 * rng.standard_normal(gt.shape))
+    s = depth_scores(depth_sums(pred, gt))
+    g = np.log(pred) - np.log(gt)
+    assert s['sie'] ** 2 == pytest.approx(s['rmse_log'] ** 2 - g.mean() ** 2)
+    assert s['sie_table3'] == pytest.approx(s['rmse_log'] ** 2 + 3 * g.mean() ** 2)
+    for dataset, table in PAPER_DEPTH.items():
+        for sie, rmse_log in zip(table.values['sie'], table.values['rmse_log']):
+            sie, rmse_log = float(sie), float(rmse_log)
+            assert sie <= rmse_log, (dataset, sie, rmse_log)  # root form
+            assert rmse_log**2 <= sie <= 4 * rmse_log**2, (dataset, sie, rmse_log)  # printed form
