@@ -67,7 +67,8 @@ def dropout(n, name, bottom):
 
 def upsample2(n, name, bottom, channels):
     """Corner-aligned bilinear x2 zoom (41 -> 81): fixed Deconvolution k3 s2 p1,
-    one group per channel; its weights are written by `fill_fixed_weights`."""
+    one group per channel; its weights are written into the layer's `blobs` by
+    `netgen.fixed_weights.write_fixed_blobs` (the filler is then never used)."""
     assert name.startswith(UP2_PREFIX), name
     n[name] = L.Deconvolution(
         bottom,
@@ -84,8 +85,9 @@ def upsample2(n, name, bottom, channels):
 # ---------------------------------------------------------------------------------------
 
 
-def data_param_str(source, batch_size, train, label_size, depth_sizes):
-    """JSON param_str of `data_prep.layers.HybridData` (docs/DESIGN.md), sorted keys."""
+def data_param_str(source, batch_size, train, label_size, depth_sizes, max_depth=None):
+    """JSON param_str of `data_prep.layers.HybridData` (docs/DESIGN.md), sorted keys;
+    `max_depth` (`config.MAX_DEPTH[dataset]`) only when the net reads depth."""
     return json.dumps(
         dict(
             source=source,
@@ -98,12 +100,13 @@ def data_param_str(source, batch_size, train, label_size, depth_sizes):
             label_size=label_size,
             depth_sizes=list(depth_sizes),
             seed=config.DATA_SEED,
+            **(dict(max_depth=max_depth) if depth_sizes and max_depth is not None else {}),
         ),
         sort_keys=True,
     )
 
 
-def data_layer(n, kind, source, batch_size, train, label_size, depth_sizes, depth_tops):
+def data_layer(n, kind, source, batch_size, train, label_size, depth_sizes, depth_tops, max_depth=None):
     """Adds the data layer with tops `data`, [`label`], `depth_tops`...
 
     kind 'python': `data_prep.layers.HybridData`; kind 'input': an Input layer with
@@ -121,7 +124,7 @@ def data_layer(n, kind, source, batch_size, train, label_size, depth_sizes, dept
             python_param=dict(
                 module='data_prep.layers',
                 layer='HybridData',
-                param_str=data_param_str(source, batch_size, train, label_size, depth_sizes),
+                param_str=data_param_str(source, batch_size, train, label_size, depth_sizes, max_depth),
             ),
         )
     elif kind == 'input':
@@ -304,10 +307,20 @@ def refine_net(n, image, context, context_channels, random_std=None):
     n.refine_concat = L.Concat(img, up, axis=1)
     top = n.refine_concat
     for i in (2, 3, 4):
-        top = conv(n, 'refine_conv%d' % i, top, 64, 5, pad=2, wf=wf)
+        group = config.REFINE_CONV4_GROUP if i == 4 else 1  # DepthNet's conv4-refine: group 2
+        top = conv(n, 'refine_conv%d' % i, top, 64, 5, pad=2, group=group, wf=wf)
     top = conv(n, 'refine_conv5', top, 1, 3, pad=1, wf=wf, relu=config.REFINE_FINAL_RELU)
     n.depth = L.Power(top, scale=config.DEPTH_OUTPUT_SCALE)
     return n.depth
+
+
+def global_context(n, glob):
+    """The global depth map as the refining net reads it: raw metres, or mean-variance
+    normalised (`global_map_mvn`) with `config.REFINE_CONTEXT_MVN`, as DepthNet did."""
+    if not config.REFINE_CONTEXT_MVN:
+        return glob
+    n.global_map_mvn = L.MVN(glob)
+    return n.global_map_mvn
 
 
 def concat41(n, name, tops):

@@ -21,6 +21,16 @@ DATASETS = tuple(NUM_CLASSES)
 #: Label value ignored by the losses and the metrics.
 IGNORE_LABEL = 255
 
+#: Deepest valid ground truth per dataset, metres: the data layer of every generated net
+#: (param_str `max_depth`) marks deeper pixels invalid (0: no loss term, out of the MVN
+#: masks) and `tools.evaluate` ignores them by default (`--max-depth`). Cityscapes' stereo
+#: depth is unbounded (disparity p = 2 gives ~121 km); 80 m is the cap of the outdoor
+#: evaluation protocol the paper's Eigen-style metrics come from (Eigen et al. 2014 on
+#: KITTI, also used for Cityscapes), invalid rather than clamped as that protocol does.
+#: Indoor: 10 m (NYUv2's Kinect range, SUN-RGBD's depth_bfx is clamped there already).
+#: docs/FIDELITY.md, "Bounded depth". None: no bound.
+MAX_DEPTH = {'cityscapes': 80.0, 'sunrgbd': 10.0, 'nyuv2': 10.0}
+
 # --- Nets (netgen) ------------------------------------------------------------------
 # Everything below is read by the generators when they build a net (not at import), so
 # `python -m netgen --set NAME=VALUE` (or assigning `netgen.config.NAME` before calling
@@ -59,8 +69,30 @@ DEPTH_OUTPUT_SCALE = 0.1
 RANDOM_INIT_STD = 0.01
 
 #: LRN after every conv of the global and gradient nets (paper L247-248); False: only
-#: after conv1 and conv2, as AlexNet and DepthNet have it.
-LRN_EVERY_CONV = True
+#: after conv1 and conv2, as AlexNet and DepthNet have it. Default False: A2 loads
+#: DepthNet's global net, trained with LRN after conv1-2 only, "without changes" (L233);
+#: LRN after conv3-5 would rescale its pretrained activations (docs/FIDELITY.md).
+LRN_EVERY_CONV = False
+
+#: Filler of A2's global_fc6 / global_fc7, which cannot take DepthNet's fc weights at
+#: 321 x 321 and so are among the "other parts" initialised with a Gaussian (L303-304):
+#: 'gaussian' (std RANDOM_INIT_STD, the paper's) or 'xavier'.
+A2_GLOBAL_FC_FILLER = 'gaussian'
+
+#: Groups of the refining net's conv4: 2 as DepthNet's conv4-refine (its refining net
+#: "without changes", L233); 1: a plain conv.
+REFINE_CONV4_GROUP = 2
+
+#: Channel order of the gradient net's output and of the Prewitt targets: ('x', 'y')
+#: (channel 0 = right minus left) or DepthNet's ('y', 'x'). Only a labelling: prediction
+#: and target follow the same order, and DepthNet's conv5-grad does not fit ours anyway.
+GRADIENT_ORDER = ('x', 'y')
+
+#: Mean-variance normalise the global depth map (MVN layer) before the refining net
+#: concatenates it with the VGG features (A2) or the gradient maps (DepthNet's refine
+#: stage), as DepthNet's code did. False: the raw map in metres, as the paper says
+#: ("concatenated with outputs of", L265).
+REFINE_CONTEXT_MVN = False
 
 #: ReLU after the refining net's last conv. The paper says each of the four convs after the
 #: concatenation "is followed by a ReLU layer" (L266-267) and also that A2 keeps DepthNet's
@@ -83,10 +115,15 @@ REFINE_VGG_BLOB = 'pool5'
 A2_GLOBAL_LOSS = False
 
 #: Per-layer (weight, bias) lr_mult replacing the generated ones (DeepLab's 1 / 2, fc8
-#: 10 / 20). Default: the refining net's first and last convs keep DepthNet's multipliers
-#: (its net "without changes", L233-234; without them the refining net oscillates out of
-#: range at the paper's lr, docs/FIDELITY.md). {}: DeepLab's everywhere.
-LR_MULT_OVERRIDES = {'refine_conv1': (0.001, 0.001), 'refine_conv5': (0.01, 0.01)}
+#: 10 / 20) in every net. Default {}: every layer that starts random (A1's and A2's
+#: refining net, L303-304) trains at the solver's rate (L305: "all of its components are
+#: trained"); slow multipliers belong to layers initialised from a model.
+LR_MULT_OVERRIDES = {}
+
+#: DepthNet's own multipliers of its refining net, in DepthNet's stages only, where
+#: `--init-depthnet` loads these layers from its model (its conv1-refine came from
+#: ImageNet AlexNet, hence 0.001). {}: DeepLab's.
+DEPTHNET_LR_MULTS = {'refine_conv1': (0.001, 0.001), 'refine_conv5': (0.01, 0.01)}
 
 #: Training crop side. The paper crops 320 x 320 (L307-308); 321 = 8 * 40 + 1 keeps the
 #: 41 x 41 and 81 x 81 maps corner-aligned to the crop (DeepLab's choice).

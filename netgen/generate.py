@@ -2,6 +2,7 @@
 
 import collections
 import os
+import re
 
 from . import config, names
 
@@ -70,8 +71,19 @@ def solver(net, dataset, baseline_recipe=None):
     return s
 
 
+_DATA_RUN = re.compile(r'^( *)data: \S+\n(?:\1data: \S+\n)*', re.M)
+
+
+def _data_lists(match):
+    """A run of `data: v` lines (a fixed layer's blob) as one list, a 3 x 3 kernel a line."""
+    indent, values = match.group(1), re.findall(r'data: (\S+)', match.group(0))
+    rows = [', '.join(values[i : i + 9]) for i in range(0, len(values), 9)]
+    return '%sdata: [\n%s%s\n%s]\n' % (indent, indent + '  ', (',\n' + indent + '  ').join(rows), indent)
+
+
 def net_text(proto):
-    return HEADER + str(proto)
+    """The prototxt text; blob values (fixed layers) as lists, one 3 x 3 kernel a line."""
+    return HEADER + _DATA_RUN.sub(_data_lists, str(proto))
 
 
 def generated_texts(nets=NETS, datasets=DATASETS):

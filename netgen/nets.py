@@ -14,6 +14,7 @@ from caffe.net_spec import NetSpec
 
 from . import blocks as B
 from . import config, names
+from .fixed_weights import write_fixed_blobs
 
 #: Deploy output blobs (docs/DESIGN.md) and the gradient stage's `gradient` map.
 SEG_PROB, DEPTH, DEPTH_GLOBAL, GRADIENT = 'seg_prob', 'depth', 'depth_global', 'gradient'
@@ -109,8 +110,9 @@ def _a1(n, num_classes, phase):
 
 def _a2(n, num_classes, phase):
     B.aspp(n, B.vgg16(n, n.data), num_classes, phase == 'train')
-    glob = B.global_net(n, n.data, phase == 'train', expose=phase == 'deploy')
-    ctx = B.concat41(n, 'refine_context', [glob, vgg_context(n)])
+    std = config.RANDOM_INIT_STD if config.A2_GLOBAL_FC_FILLER == 'gaussian' else None
+    glob = B.global_net(n, n.data, phase == 'train', random_std=std, expose=phase == 'deploy')
+    ctx = B.concat41(n, 'refine_context', [B.global_context(n, glob), vgg_context(n)])
     B.refine_net(n, n.data, ctx, 1 + 512, random_std=config.RANDOM_INIT_STD)
 
 
@@ -129,7 +131,7 @@ def _gradient(n, num_classes, phase):
 def _refine(n, num_classes, phase):
     glob = B.global_net(n, n.data, False, frozen=True, expose=phase == 'deploy')
     grad = B.gradient_net(n, n.data, frozen=True)
-    ctx = B.concat41(n, 'refine_context', [glob, grad])
+    ctx = B.concat41(n, 'refine_context', [B.global_context(n, glob), grad])
     B.refine_net(n, n.data, ctx, 1 + 2)
 
 
@@ -266,11 +268,14 @@ def source(dataset, phase):
     return 'data/%s/%s' % (dataset, split)
 
 
-def apply_lr_mult_overrides(proto):
-    """`config.LR_MULT_OVERRIDES`: {layer: (weight lr_mult, bias lr_mult)}; layers the
-    net does not have are ignored (one table serves every net)."""
+def apply_lr_mult_overrides(proto, net=None):
+    """`config.LR_MULT_OVERRIDES` (every net) over `config.DEPTHNET_LR_MULTS` (DepthNet's
+    stages only): {layer: (weight lr_mult, bias lr_mult)}; layers the net does not have are
+    ignored (one table serves every net)."""
+    table = dict(config.DEPTHNET_LR_MULTS) if net and net.startswith('depthnet') else {}
+    table.update(config.LR_MULT_OVERRIDES)
     for layer in proto.layer:
-        mults = config.LR_MULT_OVERRIDES.get(layer.name)
+        mults = table.get(layer.name)
         if mults is None:
             continue
         if len(mults) != len(layer.param):
@@ -341,6 +346,7 @@ def build(net, dataset, phase, data_layer='python', batch_size=None, baseline_re
             config.SCORE_SIZE if spec.seg else None,
             [s for _, s in gt],
             [t for t, _ in gt],
+            config.MAX_DEPTH.get(dataset),
         )
     spec.body(n, num_classes, phase)
     if phase == 'deploy':
@@ -349,6 +355,7 @@ def build(net, dataset, phase, data_layer='python', batch_size=None, baseline_re
     else:
         add_losses(n, terms, rec.seg_weight)
     proto = n.to_proto()
-    apply_lr_mult_overrides(proto)
+    apply_lr_mult_overrides(proto, spec.name)
+    write_fixed_blobs(proto)
     proto.name = '%s_%s_%s' % (names.deploy_name(spec.name) if phase == 'deploy' else spec.name, dataset, phase)
     return proto

@@ -223,7 +223,9 @@ def test_data_layer_contract(net):
             assert data.type == 'Python'
             assert (data.python_param.module, data.python_param.layer) == ('data_prep.layers', 'HybridData')
             p = json.loads(data.python_param.param_str)
-            assert set(p) == PARAM_STR_KEYS
+            depth = bool(spec.depth_gt)  # the depth bound only where the net reads depth
+            assert set(p) == PARAM_STR_KEYS | ({'max_depth'} if depth else set())
+            assert p.get('max_depth') == (config.MAX_DEPTH[ds] if depth else None)
             split = 'train' if phase == 'train' else config.TEST_SPLIT[ds]
             assert p['source'] == 'data/%s/%s' % (ds, split)
             assert p['crop_size'] == 321 and p['mean'] == list(config.MEAN_BGR)
@@ -349,7 +351,7 @@ def test_geometry_of_the_paper():
     rates = [l.convolution_param.dilation[0] for l in a2.layer if l.name.startswith('fc6_')]
     assert rates == [6, 12, 18, 24]
     lrn = [l.bottom[0] for l in a2.layer if l.type == 'LRN']
-    assert lrn == ['global_conv%d' % i for i in range(1, 6)] + ['refine_conv1']
+    assert lrn == ['global_conv1', 'global_conv2', 'refine_conv1']  # DepthNet's (FIDELITY.md, "LRN")
     relu = {l.bottom[0] for l in a2.layer if l.type == 'ReLU'}
     assert {'refine_conv2', 'refine_conv3', 'refine_conv4'} <= relu
     assert 'refine_conv5' not in relu  # DepthNet's linear output (FIDELITY.md)
@@ -468,8 +470,27 @@ def test_decision_flags(monkeypatch):
     assert json.loads(p.layer[0].python_param.param_str)['depth_sizes'] == [81, 41]
     assert {'loss_global_abs', 'loss_global_mvn'} <= set(l)
     assert list(l['global_masked'].bottom) == ['depth_global', 'global_valid']
-    _, l = a2(LRN_EVERY_CONV=False)
-    assert [n for n in l if n.startswith('norm_global')] == ['norm_global_conv1', 'norm_global_conv2']
+    assert [n for n in L if n.startswith('norm_global')] == ['norm_global_conv1', 'norm_global_conv2']
+    _, l = a2(LRN_EVERY_CONV=True)
+    assert [n for n in l if n.startswith('norm_global')] == ['norm_global_conv%d' % i for i in range(1, 6)]
+    assert L['global_fc7'].inner_product_param.weight_filler.type == 'gaussian'
+    _, l = a2(A2_GLOBAL_FC_FILLER='xavier')
+    assert l['global_fc6'].inner_product_param.weight_filler.type == 'xavier'
+    assert L['refine_conv4'].convolution_param.group == 2
+    _, l = a2(REFINE_CONV4_GROUP=1)
+    assert l['refine_conv4'].convolution_param.group == 1
+    _, l = a2(REFINE_CONTEXT_MVN=True)
+    assert list(l['refine_context'].bottom) == ['global_map_mvn', 'pool5'] and 'global_map_mvn' not in L
+    assert json.loads(L['hybrid_data'].python_param.param_str)['max_depth'] == 80
+    _, l = a2(MAX_DEPTH={'cityscapes': 50.0})
+    assert json.loads(l['hybrid_data'].python_param.param_str)['max_depth'] == 50
+    grad = {x.name: x for x in build('depthnet_gradient', 'cityscapes', 'train').layer}
+    prewitt = list(grad['fixed_prewitt_gradient'].blobs[0].data)
+    assert prewitt[:3] == [-1, 0, 1]  # channel 0: x
+    monkeypatch.setattr(config, 'GRADIENT_ORDER', ('y', 'x'))
+    grad = {x.name: x for x in build('depthnet_gradient', 'cityscapes', 'train').layer}
+    monkeypatch.undo()
+    assert list(grad['fixed_prewitt_gradient'].blobs[0].data)[:3] == [-1, -1, -1]  # channel 0: y
     _, l = a2(REFINE_FINAL_RELU=True)
     assert 'relu_refine_conv5' not in L and 'relu_refine_conv5' in l
     _, l = a2(DEPTH_LOSS_MASK=False)
@@ -478,8 +499,14 @@ def test_decision_flags(monkeypatch):
     assert list(l['refine_context'].bottom) == ['depth_global', 'conv5_3']
     with pytest.raises(ValueError, match='pool5'):
         a2(REFINE_VGG_BLOB='conv1_1')
-    assert [p.lr_mult for p in L['refine_conv1'].param] == pytest.approx([0.001, 0.001])
-    assert [p.lr_mult for p in L['refine_conv5'].param] == pytest.approx([0.01, 0.01])
+    assert [p.lr_mult for p in L['refine_conv1'].param] == [1, 2]  # random: the solver's rate
+    assert [p.lr_mult for p in L['refine_conv5'].param] == [1, 2]
+    refine = {x.name: x for x in build('depthnet_refine', 'cityscapes', 'train').layer}
+    assert [p.lr_mult for p in refine['refine_conv1'].param] == pytest.approx([0.001, 0.001])  # DepthNet's
+    monkeypatch.setattr(config, 'DEPTHNET_LR_MULTS', {})
+    refine = {x.name: x for x in build('depthnet_refine', 'cityscapes', 'train').layer}
+    monkeypatch.undo()
+    assert [p.lr_mult for p in refine['refine_conv1'].param] == [1, 2]
     _, l = a2(LR_MULT_OVERRIDES={'refine_conv3': (0.5, 0.25)})
     assert [p.lr_mult for p in l['refine_conv3'].param] == pytest.approx([0.5, 0.25])
     assert [p.lr_mult for p in l['refine_conv1'].param] == [1, 2]

@@ -1,5 +1,6 @@
-"""netgen.fixed_weights.fill_fixed_weights: the corner-aligned bilinear x2 zoom and the
-Prewitt kernels, found by the `fixed_*` naming rule, on small nets."""
+"""netgen.fixed_weights: the corner-aligned bilinear x2 zoom and the Prewitt kernels, found by
+the `fixed_*` naming rule, written into the prototxt's `blobs` (`write_fixed_blobs`), which
+stock Caffe loads instead of the fillers, and checked in a live net (`check_fixed_weights`)."""
 
 import caffe
 import numpy as np
@@ -8,14 +9,18 @@ from caffe import layers as L
 from caffe.net_spec import NetSpec
 
 from netgen import blocks as B
-from netgen.fixed_weights import BILINEAR_K3, fill_fixed_weights
+from netgen.fixed_weights import BILINEAR_K3, check_fixed_weights, write_fixed_blobs
 
 caffe.set_mode_cpu()
 
 
-def make_net(tmp_path, n):
+def make_net(tmp_path, n, blobs=True):
+    """A caffe.Net of NetSpec `n`, its fixed weights in the prototxt (`blobs`) or not."""
+    proto = n.to_proto()
+    if blobs:
+        write_fixed_blobs(proto)
     path = tmp_path / 'net.prototxt'
-    path.write_text(str(n.to_proto()))
+    path.write_text(str(proto))
     return caffe.Net(str(path), caffe.TEST)
 
 
@@ -36,7 +41,7 @@ def test_up2_is_corner_aligned_bilinear(tmp_path):
     n.data = L.Input(input_param=dict(shape=[dict(dim=[2, 3, 41, 41])]))
     B.upsample2(n, 'fixed_up2_test', n.data, 3)
     net = make_net(tmp_path, n)
-    assert fill_fixed_weights(net) == ['fixed_up2_test']
+    assert check_fixed_weights(net) == ['fixed_up2_test']
     x = np.random.RandomState(0).randn(2, 3, 41, 41).astype(np.float32)
     net.blobs['data'].data[...] = x
     y = net.forward()['fixed_up2_test']
@@ -53,7 +58,7 @@ def test_prewitt(tmp_path):
     n.pred = L.Input(input_param=dict(shape=[dict(dim=[1, 2, 9, 11])]))
     B.gradient_loss(n, 'g', n.pred, n.gt)
     net = make_net(tmp_path, n)
-    assert fill_fixed_weights(net) == ['fixed_prewitt_g']
+    assert check_fixed_weights(net) == ['fixed_prewitt_g']
     yy, xx = np.mgrid[0:9, 0:11].astype(np.float32)
     depth = 2 + 0.5 * xx + 0.25 * yy  # a plane
     depth[4, 6] = 0  # one invalid pixel
@@ -78,7 +83,9 @@ def test_unknown_or_misshaped_fixed_layers_fail(tmp_path):
     n.data = L.Input(input_param=dict(shape=[dict(dim=[1, 2, 5, 5])]))
     n.fixed_blur = L.Convolution(n.data, num_output=2, kernel_size=3, bias_term=False)
     with pytest.raises(ValueError, match='fixed_blur'):
-        fill_fixed_weights(make_net(tmp_path, n))
+        write_fixed_blobs(n.to_proto())
+    with pytest.raises(ValueError, match='fixed_blur'):
+        check_fixed_weights(make_net(tmp_path, n, blobs=False))
 
     n = NetSpec()
     n.data = L.Input(input_param=dict(shape=[dict(dim=[1, 2, 5, 5])]))
@@ -89,7 +96,16 @@ def test_unknown_or_misshaped_fixed_layers_fail(tmp_path):
         ),
     )
     with pytest.raises(ValueError, match='group = C'):
-        fill_fixed_weights(make_net(tmp_path, n))
+        write_fixed_blobs(n.to_proto())
+
+
+def test_a_net_without_the_blobs_fails_the_check(tmp_path):
+    """A zoom left at its (zero) filler is refused, not used silently."""
+    n = NetSpec()
+    n.data = L.Input(input_param=dict(shape=[dict(dim=[1, 3, 41, 41])]))
+    B.upsample2(n, 'fixed_up2_test', n.data, 3)
+    with pytest.raises(ValueError, match='fixed_up2_test'):
+        check_fixed_weights(make_net(tmp_path, n, blobs=False))
 
 
 def test_fork_bilinear_filler_is_not_the_zoom(tmp_path):

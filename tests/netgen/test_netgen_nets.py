@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from netgen import config, shapes
-from netgen.fixed_weights import fill_fixed_weights
+from netgen.fixed_weights import check_fixed_weights
 from netgen.nets import SPECS, build
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ def caffe_net(tmp_path_factory, proto, phase):
     path = tmp_path_factory.mktemp('net') / (proto.name + '.prototxt')
     path.write_text(str(proto))
     net = caffe.Net(str(path), phase)
-    fill_fixed_weights(net)
+    check_fixed_weights(net)
     return net
 
 

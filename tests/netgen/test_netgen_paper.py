@@ -20,6 +20,7 @@ from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 import netgen
+from netgen.fixed_weights import check_fixed_weights
 
 pytestmark = pytest.mark.slow
 caffe.set_mode_cpu()
@@ -183,7 +184,7 @@ def consumers(net, blob):
 
 def same_but_dataset(path, reference):
     """True if the net at `path` equals `reference` but for its name and its data layer's
-    database path."""
+    database path and depth bound (`config.MAX_DEPTH`, asserted here)."""
 
     def normalised(p):
         proto = caffe_pb2.NetParameter()
@@ -192,6 +193,8 @@ def same_but_dataset(path, reference):
         if proto.layer[0].type == 'Python':
             params = data_params(proto)
             params['source'] = None
+            dataset = os.path.basename(os.path.dirname(p)).rsplit('_', 1)[1]
+            assert params.pop('max_depth', netgen.config.MAX_DEPTH[dataset]) == netgen.config.MAX_DEPTH[dataset], p
             proto.layer[0].python_param.param_str = json.dumps(params, sort_keys=True)
         return proto
 
@@ -216,6 +219,10 @@ def test_every_net_of_every_dataset_loads_in_caffe(tmp_dir):
             proto = parsed(path)
             n = caffe_net(tmp_dir, loadable(proto), caffe.TRAIN if phase == 'train' else caffe.TEST)
             loaded += 1
+            # the zoom and Prewitt kernels come from the prototxt alone (its blobs), not a driver
+            fixed = [layer.name for layer in proto.layer if layer.name.startswith('fixed_')]
+            assert check_fixed_weights(n) == fixed, path
+            assert all(np.abs(n.params[name][0].data).min() > 0 or 'prewitt' in name for name in fixed), path
             b = n.blobs['data'].data.shape[0]
             assert shape(n, 'data') == (b, 3, 321, 321), path
             if phase == 'deploy':
@@ -311,21 +318,26 @@ def test_aspp_rates_and_branches(nets):
 
 
 def alexnet_trunk(proto, n, prefix):
-    """Asserts paper L244-251 on the `prefix` net: 5 convs, each + ReLU + LRN, max pool
-    3 x 3 / 2 after conv1 and conv5 only. Returns the conv weight shapes."""
+    """Asserts paper L244-251 on the `prefix` net: 5 convs, each + ReLU, LRN after conv1
+    and conv2 (DepthNet's, which A2 loads "without changes", L233; after all five with
+    `LRN_EVERY_CONV`, L247: docs/FIDELITY.md, "LRN"), max pool 3 x 3 / 2 after conv1 and
+    conv5 only. Returns the conv weight shapes."""
     convs = ['%s_conv%d' % (prefix, i) for i in range(1, 6)]
     assert [l for l in names(n) if l.startswith(prefix + '_conv')] == convs
-    for c in convs:
+    for i, c in enumerate(convs, 1):
         assert n.layer_dict[c].type == 'Convolution'
         assert next_layer(n, c)[1:] == ('ReLU', [c], [c]), c
         name, kind, below, _ = next_layer(n, c, 2)
+        if i > 2:  # DepthNet's trunk: no LRN after conv3-5
+            assert (kind, below) != ('LRN', [c]), c
+            continue
         assert (kind, below) == ('LRN', [c]), c
         lrn = layer(proto, name).lrn_param
         assert (lrn.local_size, lrn.alpha, lrn.beta) == (5, pytest.approx(1e-4), pytest.approx(0.75))
     pools = [l for l in names(n) if l.startswith(prefix + '_') and n.layer_dict[l].type == 'Pooling']
     assert pools == ['%s_pool1' % prefix, '%s_pool5' % prefix]
     assert bottoms(n, pools[0]) == ['norm_%s_conv1' % prefix]
-    assert bottoms(n, pools[1]) == ['norm_%s_conv5' % prefix]
+    assert bottoms(n, pools[1]) == ['%s_conv5' % prefix]
     for p in pools:
         pp = layer(proto, p).pooling_param
         assert (pp.pool, pp.kernel_size) == (caffe_pb2.PoolingParameter.MAX, 3)
@@ -392,6 +404,9 @@ def test_refining_net(nets):
         assert next_layer(n, 'refine_conv5')[:3] == ('depth', 'Power', ['refine_conv5'])
         assert n.params['refine_conv2'][0].data.shape == (64, 96 + channels, 5, 5)
         assert n.params['refine_conv5'][0].data.shape == (1, 64, 3, 3)
+        # conv4 in two groups, as DepthNet's conv4-refine ("without changes", L233)
+        assert layer(proto, 'refine_conv4').convolution_param.group == 2
+        assert n.params['refine_conv4'][0].data.shape == (64, 32, 5, 5)
         assert bottoms(n, 'depth') == ['refine_conv5']
         assert shape(n, 'depth') == (1, 1, 81, 81)
 
@@ -442,6 +457,43 @@ def test_random_init_filler():
         for i in range(1, 6):
             f = layer(proto, 'refine_conv%d' % i).convolution_param.weight_filler
             assert (f.type, f.mean, f.std) == ('gaussian', 0, pytest.approx(0.01))
+    proto = parsed(rel('a2', 'train'))  # A2's global fc layers: DepthNet's do not fit at 321
+    for name in ('global_fc6', 'global_fc7'):
+        f = layer(proto, name).inner_product_param.weight_filler
+        assert (f.type, f.mean, f.std) == ('gaussian', 0, pytest.approx(0.01)), name
+
+
+#: What initialises what (paper L297-304; tools/training/surgery.py): DeepLab's model the VGG
+#: feature net and fc6_i / fc7_i, DepthNet's model A2's global convs and, in DepthNet's own
+#: stages, every layer `DEPTHNET_LAYER_MAP` names (`--init-depthnet`); the refine stage
+#: also loads the first two stages' weights (its frozen global and gradient nets).
+DEEPLAB_INIT = {c for c, _, _ in VGG16} | {'fc%d_%d' % (f, i) for f in (6, 7) for i in (1, 2, 3, 4)}
+
+
+def initialised(net):
+    if net in ('a1', 'deeplab_aspp'):
+        return DEEPLAB_INIT
+    if net == 'a2':
+        return DEEPLAB_INIT | {'global_conv%d' % i for i in range(1, 6)}
+    done = set(netgen.DEPTHNET_LAYER_MAP)
+    if net == 'depthnet_refine':
+        done |= {l.name for l in parsed(rel(net, 'train')).layer if l.name.startswith(('global_', 'grad'))}
+    return done
+
+
+def test_no_random_layer_is_frozen():
+    """Paper L305: "all of its components are trained". In every train net of every dataset,
+    a learned layer that nothing initialises trains at >= 0.1 x the solver's rate (weights
+    and biases); slow multipliers only on layers a model initialises."""
+    for ds in netgen.DATASETS:
+        for net in TRAINABLE:
+            proto = parsed(rel(net, 'train', ds))
+            for l in proto.layer:
+                if not l.param or l.name.startswith('fixed_') or l.name in initialised(net):
+                    continue
+                assert min(p.lr_mult for p in l.param) >= 0.1, (ds, net, l.name, [p.lr_mult for p in l.param])
+    refine1 = layer(parsed(rel('a2', 'train')), 'refine_conv1')
+    assert [p.lr_mult for p in refine1.param] == [1, 2]  # was DepthNet's 0.001: a frozen random bank
 
 
 # --- paper section 4.3: training -----------------------------------------------------------

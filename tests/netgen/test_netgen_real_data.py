@@ -12,7 +12,7 @@ from google.protobuf import text_format
 
 import netgen
 from netgen import config, shapes
-from netgen.fixed_weights import fill_fixed_weights
+from netgen.fixed_weights import check_fixed_weights
 from netgen.nets import SPECS
 from tests.support import ROOT
 
@@ -49,7 +49,7 @@ def load_checked_in(net, phase, database, tmp_path, batch_size):
     path = tmp_path / ('%s_%s.prototxt' % (net, phase))
     path.write_text(str(proto))
     net_ = caffe.Net(str(path), caffe.TRAIN if phase == 'train' else caffe.TEST)
-    fill_fixed_weights(net_)
+    check_fixed_weights(net_)
     return proto, net_
 
 
