@@ -21,6 +21,7 @@ commits each record atomically, which makes conversion resumable after a kill.
 import hashlib
 import json
 import os
+import resource
 import zlib
 
 import lmdb
@@ -28,6 +29,12 @@ import numpy as np
 
 from data_prep.dataset import Record
 from data_prep.errors import DataError
+
+
+class StorageError(DataError):
+    """A database that cannot be written (disk full, file too large, read-only): the environment's
+    fault, not the input's, so a converter keeps what it committed for a rerun to resume."""
+
 
 FORMAT = 'hybridnet-lmdb-tiles'
 FORMAT_VERSION = 1
@@ -40,6 +47,17 @@ MAPS = {'image': np.uint8, 'label': np.uint8, 'depth': np.float32}
 DTYPES = {name: np.dtype(dtype).name for name, dtype in MAPS.items()}
 #: LMDB map of a new database; it doubles when full, so readers map about the data's size.
 INITIAL_MAP_SIZE = 1 << 28
+
+
+class DamagedRecord(DataError):
+    """A record whose stored bytes are damaged; `detail` is the fault alone (which tile, how)."""
+
+    def __init__(self, path, fault, detail=None):
+        super().__init__(path, fault)
+        self.detail = fault if detail is None else detail
+
+    def __reduce__(self):  # travels from the data layer's worker processes
+        return (DamagedRecord, (self.path, self.fault, self.detail))
 
 
 # ---------------------------------------------------------------------------------- records as tiles
@@ -93,12 +111,18 @@ class Writer:
     def __init__(self, path):
         # metasync=False: one fsync per record instead of two; a crash of the machine may undo the
         # last record, never corrupt the database (LMDB's MDB_NOMETASYNC); close() syncs fully
-        self.env = lmdb.open(
-            str(path), map_size=INITIAL_MAP_SIZE, subdir=True, readahead=False, meminit=False, metasync=False
-        )
+        self.data = os.path.join(str(path), 'data.mdb')
+        try:
+            self.env = lmdb.open(
+                str(path), map_size=INITIAL_MAP_SIZE, subdir=True, readahead=False, meminit=False, metasync=False
+            )
+        except lmdb.Error as err:
+            raise StorageError(self.data, f'cannot open the LMDB for writing ({_lmdb_fault(err)})') from None
 
     def put(self, values):
-        """Commit `values` in one transaction, growing the map (x2) when it is full."""
+        """Commit `values` in one transaction, growing the map (x2) when it is full.
+
+        A write the disk refuses (full, file too large, read-only, I/O error) is a StorageError."""
         while True:
             try:
                 with self.env.begin(write=True) as txn:
@@ -109,6 +133,9 @@ class Writer:
                 self.env.set_mapsize(2 * self.env.info()['map_size'])
             except lmdb.MapResizedError:  # another writer process grew it
                 self.env.set_mapsize(0)
+            except lmdb.Error as err:
+                needed = sum(len(key) + len(value) for key, value in values.items())
+                raise StorageError(self.data, _write_fault(err, self.data, needed)) from None
 
     def put_skipped(self, record_id, note):
         self.put({f'skip/{record_id:08d}'.encode(): json.dumps(note).encode()})
@@ -127,14 +154,42 @@ class Writer:
         return found['meta/'], found['skip/']
 
     def close(self):
-        self.env.sync(True)
-        self.env.close()
+        try:
+            self.env.sync(True)
+        except lmdb.Error as err:
+            raise StorageError(self.data, f'cannot write ({_lmdb_fault(err)})') from None
+        finally:
+            self.env.close()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _write_fault(err, data, needed):
+    """Why LMDB could not write `needed` more bytes to `data`: LMDB reports a short write on a full
+    disk or past a file-size limit as EIO, so look at the free space and the limit."""
+    said = _lmdb_fault(err)
+    try:
+        fs = os.statvfs(os.path.dirname(data))
+        free = fs.f_bavail * fs.f_frsize
+        size = os.path.getsize(data)
+    except OSError:
+        return f'cannot write ({said})'
+    if free < 2 * needed + (1 << 20):
+        return f'disk full: {free} bytes free on its file system, a record needs about {needed} ({said})'
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and size + needed > limit:
+        return f'file size limit reached: {size} of at most {limit} bytes (ulimit -f; {said})'
+    return f'cannot write ({said})'
+
+
+def _lmdb_fault(err):
+    """py-lmdb's message without the path it sometimes starts with (the DataError names the file)."""
+    text = str(err)
+    return text.split(': ', 1)[1] if text.startswith('/') and ': ' in text else text
 
 
 # ---------------------------------------------------------------------------------- manifest
@@ -291,14 +346,33 @@ class Database:
                 f'({full_height} x {full_width})'
             )
         maps = {}
-        with self._environment().begin(buffers=True) as txn:
-            for name, dtype in MAPS.items():
-                if name == 'label' and not self.labelled:
-                    maps[name] = None
-                    continue
-                shape = (height, width, 3) if name == 'image' else (height, width)
-                maps[name] = self._assemble(txn, entry, name, dtype, shape, top, left)
+        try:
+            with self._environment().begin(buffers=True) as txn:
+                for name, dtype in MAPS.items():
+                    if name == 'label' and not self.labelled:
+                        maps[name] = None
+                        continue
+                    shape = (height, width, 3) if name == 'image' else (height, width)
+                    maps[name] = self._assemble(txn, entry, name, dtype, shape, top, left)
+        except lmdb.Error as err:
+            raise self.damaged(entry, f'unreadable LMDB ({_lmdb_fault(err)})') from None
         return Record(maps['image'], maps['label'], maps['depth'], entry['sources'])
+
+    def source_of(self, entry):
+        """The first source file of a manifest entry, under the root it was converted from."""
+        if not entry.get('sources'):
+            return 'no source listed'
+        return os.path.join(self.manifest.get('source_root', ''), entry['sources'][0])
+
+    def damaged(self, entry, fault):
+        """The DataError of a damaged record: the database, the record's key and source file, the fault."""
+        source = self.source_of(entry)
+        return DamagedRecord(
+            self.path,
+            f'damaged record {entry["id"]} ({entry["key"]}, from {source}): {fault}; '
+            f'`python -m data_prep verify --db {self.path}` lists every damaged record, convert again to repair',
+            detail=fault,
+        )
 
     def _assemble(self, txn, entry, name, dtype, shape, top, left):
         out = np.empty(shape, dtype)
@@ -308,16 +382,23 @@ class Database:
             y0, y1 = ty * TILE, min((ty + 1) * TILE, full_height)
             for tx in range(left // TILE, (right - 1) // TILE + 1):
                 x0, x1 = tx * TILE, min((tx + 1) * TILE, full_width)
-                value = txn.get(_tile_key(entry['id'], name, ty, tx))
-                if value is None:
-                    raise DataError(
-                        os.path.join(self.path, 'data.mdb'),
-                        f'record {entry["id"]} lacks {name} tile ({ty}, {tx}): corrupt database, convert again',
-                    )
-                tile = np.frombuffer(zlib.decompress(value), dtype).reshape((y1 - y0, x1 - x0) + shape[2:])
+                tile = self._tile(txn, entry, name, dtype, (ty, tx), (y1 - y0, x1 - x0) + shape[2:])
                 ya, yb, xa, xb = max(top, y0), min(bottom, y1), max(left, x0), min(right, x1)
                 out[ya - top : yb - top, xa - left : xb - left] = tile[ya - y0 : yb - y0, xa - x0 : xb - x0]
         return out
+
+    def _tile(self, txn, entry, name, dtype, where, shape):
+        value = txn.get(_tile_key(entry['id'], name, *where))
+        if value is None:
+            raise self.damaged(entry, f'{name} tile {where} is missing')
+        try:
+            raw = zlib.decompress(value)
+        except zlib.error as err:
+            raise self.damaged(entry, f'{name} tile {where} does not decompress ({err})') from None
+        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if len(raw) != expected:
+            raise self.damaged(entry, f'{name} tile {where} holds {len(raw)} bytes, {expected} expected')
+        return np.frombuffer(raw, dtype).reshape(shape)
 
     def _environment(self):
         if self._env is None or self._pid != os.getpid():  # an LMDB handle must not cross a fork
@@ -362,10 +443,37 @@ def _shared_environment(path):
     key = (pid, stat.st_dev, stat.st_ino)
     if key not in _ENVIRONMENTS:
         try:
-            _ENVIRONMENTS[key] = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True)
+            env = lmdb.open(path, readonly=True, lock=False, readahead=False, subdir=True)
+            needed = (env.info()['last_pgno'] + 1) * env.stat()['psize']
         except lmdb.Error as err:
-            raise DataError(data, f'unreadable LMDB ({err})') from None
+            raise DataError(data, f'unreadable LMDB ({_lmdb_fault(err)}): damaged database, convert again') from None
+        if stat.st_size < needed:  # pages past the end would be a SIGBUS at the first read
+            env.close()
+            raise DataError(
+                data,
+                f'truncated: {stat.st_size} bytes, its LMDB needs {needed} (an incomplete copy?): '
+                'copy it again or convert again',
+            )
+        _ENVIRONMENTS[key] = env
     return _ENVIRONMENTS[key]
+
+
+def _check_entries(database, env):
+    """DataError unless the LMDB holds as many entries as the manifest describes (tiles, entries, skip notes)."""
+    manifest = database.manifest
+    tiles = sum(-(-h // TILE) * -(-w // TILE) for h, w in (r['shape'] for r in manifest['records']))
+    least = 2 * tiles + len(manifest['records']) + len(manifest.get('skipped', []))
+    most = least + tiles  # label tiles: all of them in a labelled split, some or none otherwise
+    if manifest['labelled']:
+        least = most
+    entries = env.stat()['entries']
+    if not least <= entries <= most:
+        raise DataError(
+            os.path.join(database.path, 'data.mdb'),
+            f'holds {entries} LMDB entries, {database.path}/{MANIFEST} describes '
+            f'{least if least == most else f"{least} to {most}"} ({len(database)} records): '
+            'the two do not belong together or the database is damaged; convert again',
+        )
 
 
 def open_database(path, dataset=None):
@@ -382,5 +490,24 @@ def open_database(path, dataset=None):
             f'incomplete database: count {manifest["count"]} but {len(manifest["records"])} records listed',
         )
     database = Database(path, manifest)
-    database._environment()  # a missing or unreadable data.mdb fails here, not in the first batch
+    # a missing, unreadable, truncated or mismatched data.mdb fails here, not in the first batch
+    _check_entries(database, database._environment())
     return database
+
+
+def verify_records(database):
+    """Per record of `database`, in order: (manifest entry, None) when its bytes match the
+    manifest's sha256, else (entry, the fault); reads every tile once."""
+    for index, entry in enumerate(database.records):
+        try:
+            record = database[index]
+        except DamagedRecord as err:
+            yield entry, err.detail
+            continue
+        checksum = record_checksum(record)
+        yield (
+            entry,
+            None
+            if checksum == entry['sha256']
+            else f'sha256 {checksum[:12]}..., the manifest says {entry["sha256"][:12]}...',
+        )
