@@ -3,6 +3,7 @@
 python -m data_prep cityscapes --root R --out data/cityscapes [--splits train val] [--workers N]
 python -m data_prep sample --dataset cityscapes --out R [--count N] [--seed S]
 python -m data_prep export-record --db data/cityscapes/val --index 0 --out record.npz
+python -m data_prep verify --db data/cityscapes/val
 """
 
 import argparse
@@ -37,6 +38,7 @@ def main(argv=None):
         _add_convert(commands, name)
     _add_sample(commands)
     _add_export(commands)
+    _add_verify(commands)
     args = parser.parse_args(argv)
     return run(args.run, args)
 
@@ -181,18 +183,57 @@ def _add_export(commands):
 
 
 def _export(args):
-    from data_prep.database import open_database  # noqa: PLC0415
+    from data_prep.database import open_database, record_checksum  # noqa: PLC0415
 
     database = open_database(args.db)
     if not 0 <= args.index < len(database):
         raise DataError(args.db, f'--index {args.index} out of range: the database holds {len(database)} records')
     record = database[args.index]
+    entry = database.records[args.index]
+    if record_checksum(record) != entry['sha256']:  # bytes that decompress but are not what was converted
+        raise database.damaged(entry, "its content differs from the manifest's sha256")
     label = record.label if record.label is not None else np.full(record.depth.shape, IGNORE, np.uint8)
     np.savez(args.out, image=record.image, label=label, depth=record.depth)
     print(
         f'{args.out}: {database.dataset}/{database.split} record {args.index} '
         f'({database.records[args.index]["key"]}), {record.image.shape[1]}x{record.image.shape[0]}'
     )
+    return 0
+
+
+def _add_verify(commands):
+    command = commands.add_parser(
+        'verify',
+        help="check every record of a database against its manifest's checksums",
+        description='Read every record of --db and compare it with the sha256 its manifest.json holds; '
+        'list the damaged records by key and source file. Exit 0: all records intact; 2: damaged.',
+    )
+    command.add_argument('--db', required=True, help='database directory of one split, e.g. data/cityscapes/val')
+    command.add_argument('--quiet', action='store_true', help='no progress bar')
+    command.set_defaults(run=_verify)
+
+
+def _verify(args):
+    from tqdm import tqdm  # noqa: PLC0415
+
+    from data_prep.database import open_database, verify_records  # noqa: PLC0415
+
+    database = open_database(args.db)
+    damaged = []
+    checks = verify_records(database)
+    bar = tqdm(checks, total=len(database), unit='rec', desc=f'verify {args.db}', disable=args.quiet)
+    for entry, fault in bar:
+        if fault is not None:
+            damaged.append(entry)
+            source = database.source_of(entry)
+            bar.write(f'damaged: record {entry["id"]} {entry["key"]} (from {source}): {fault}', file=sys.stderr)
+    if damaged:
+        raise DataError(
+            args.db,
+            f'{len(damaged)} of {len(database)} records damaged '
+            f'({", ".join(e["key"] for e in damaged[:3])}{", ..." if len(damaged) > 3 else ""}): convert again',
+        )
+    print(f'{args.db}: all {len(database)} records match their checksums ({database.dataset}/{database.split})')
     return 0
 
 
