@@ -262,12 +262,28 @@ class BatchWorkers:
             except queue.Empty:
                 process = self._processes[worker]
                 if not process.is_alive():
-                    raise RuntimeError(
-                        f'HybridData worker {worker} died (exit code {process.exitcode}) before batch {number}'
-                    ) from None
+                    raise self._died(worker, process.exitcode, number) from None
         if kind == 'error':
             raise payload
         return payload
+
+    def _died(self, worker, code, number):
+        """The DataError of a worker that died building batch `number`: which database and records."""
+        sampler = self.sampler
+        source = getattr(sampler.database, 'path', sampler.params['source'])
+        records = getattr(sampler.database, 'records', None)
+        size, count = sampler.params['batch_size'], len(sampler.database)
+        first = (number * sampler.params.get('world', 1) + sampler.params.get('rank', 0)) * size
+        indices = [int(sampler._order(p // count)[p % count]) for p in range(first, first + size)]
+        keys = [records[i]['key'] if records else str(i) for i in indices]
+        how = f'killed by {signal.Signals(-code).name}' if code is not None and code < 0 else f'exit code {code}'
+        hint = ' (a damaged or truncated database?)' if code == -signal.SIGBUS else ''
+        return DataError(
+            source,
+            f'HybridData worker {worker} died ({how}){hint} building batch {number} from record '
+            f'{", ".join(keys[:4])}{", ..." if len(keys) > 4 else ""}: check it with '
+            f'`python -m data_prep verify --db {source}`',
+        )
 
     def close(self):
         self._finalizer()
