@@ -14,7 +14,6 @@
 #   4. bench/tf32_parity.py: the loss at iterations 0 and 1, TF32 vs FP32 (tol 1e-3), of
 #      DeepLab-ASPP (one SGD step at 1e-3) and A2 (lr 0: its random init explodes); also
 #      the single-GPU `caffe train -gpu 0` check
-#   5. tools/ddp_train.py: DistributedDataParallel, world size 1, NCCL, on the GPU
 # Each step has its own time limit; a failing step is reported and the others still run.
 # Environment: NETS ("a2 deeplab_aspp"), ITERS (10), OUT.
 set -uo pipefail
@@ -60,12 +59,10 @@ step tf32_parity_aspp 90 "$PY" "$ROOT/bench/tf32_parity.py" --caffe "$CAFFE" --b
   --net "$B/nets/deeplab_aspp.parity.prototxt" --json "$OUT/tf32_parity_aspp.json"
 step tf32_parity_a2 90 "$PY" "$ROOT/bench/tf32_parity.py" --caffe "$CAFFE" --base-lr 0 \
   --net "$B/nets/a2.parity.prototxt" --json "$OUT/tf32_parity_a2.json"
-step ddp 120 "$PY" "$ROOT/tools/ddp_train.py" --net "$B/nets/a2.deploy.prototxt" --device cuda \
-  --steps 5 --batch 2 --json "$OUT/ddp.json"
 
 echo
 echo "=== summary ($(( $(date +%s) - START )) s)"
-for k in gpu ldd device_query time_aspp_fp32 time_aspp_tf32 train tf32_parity_aspp tf32_parity_a2 ddp; do
+for k in gpu ldd device_query time_aspp_fp32 time_aspp_tf32 train tf32_parity_aspp tf32_parity_a2; do
   printf '%-16s %s\n' "$k" "${RESULT[$k]:-not run}"
 done
 grep -h 'Average Forward-Backward' "$OUT"/time_aspp_*.log 2>/dev/null

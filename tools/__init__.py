@@ -1,8 +1,8 @@
 """Drivers of HybridNet-Caffe: thin command lines over three packages and a small foundation.
 
 Command lines (`python -m tools.<name> --help`; the convention is docs/DESIGN.md's):
-`train`, `evaluate`, `report`, `plot_log`, `export`, `parity`, `demo` (`make demo`),
-`ddp_train` (the PyTorch twin under DistributedDataParallel).
+`train` (also data parallel under torchrun), `evaluate`, `report`, `plot_log`, `export`,
+`parity`, `demo` (`make demo`).
 
 Packages (each `__init__` says what it owns and what it may import):
 - `tools.core`: repository root, `ToolError` and exit statuses, device choice, protos and

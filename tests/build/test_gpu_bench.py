@@ -1,12 +1,8 @@
 """The tooling behind the GPU figures, checked on the CPU: DummyData parity nets are
 reproducible from the solver's seed (what the TF32 parity check relies on), `caffe train`
-timing, the PyTorch side of bench/train.py, the PERFORMANCE.md writer, and PyTorch DDP with
-one process (gloo)."""
+timing, the PyTorch side of bench/train.py and the PERFORMANCE.md writer."""
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 from google.protobuf import text_format
@@ -142,44 +138,6 @@ def test_report_appends_to_the_training_speed_section(tmp_path):
     assert text.index('--batch 1') < text.index('--batch 2') < text.index('## Other')
     assert '| a2 | cpu | 1 | 2000.0 | 4000.0 | - | - | 0.50 | 0.25 |' in text
     assert 'kept' in text and 'old text' in text
-
-
-def test_ddp_world_size_one_gloo_cpu(tmp_path):
-    pytest.importorskip('torch')
-    ok, why = bench_train.torch_available()
-    if not ok:
-        pytest.skip(why)
-    net = tmp_path / 'deploy.prototxt'
-    net.write_text(TINY_DEPLOY.replace('"fixed" bottom: "conv1" top: "depth"', '"fixed" bottom: "conv1" top: "depth"'))
-    out = tmp_path / 'ddp.json'
-    env = {k: v for k, v in os.environ.items() if k not in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')}
-    subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, 'tools', 'ddp_train.py'),
-            '--net',
-            str(net),
-            '--device',
-            'cpu',
-            '--steps',
-            '4',
-            '--batch',
-            '2',
-            '--lr',
-            '1e-6',
-            '--fixed-batch',
-            '--json',
-            str(out),
-        ],
-        check=True,
-        timeout=300,
-        env=env,
-        cwd=ROOT,
-    )
-    r = json.loads(out.read_text())
-    assert r['world_size'] == 1 and r['backend'] == 'gloo'
-    assert len(r['losses']) == 4 and r['losses'][-1] < r['losses'][0]  # it trains
-    assert r['trainable_params'] == 4 * 3 * 3 * 3 + 4 + 5 * 4 + 5  # 'fixed' frozen
 
 
 def test_prepare_writes_the_nets_the_device_check_reads(tmp_path):
