@@ -89,6 +89,8 @@ class OnnxRuntimeBackend:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = self.threads, 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no busy-waiting between ops: the tiling's Python and the other engines share the cores
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         self.session = onnxruntime.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
         self.input = self.session.get_inputs()[0].name
 
