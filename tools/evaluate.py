@@ -10,20 +10,22 @@ of the same weights); --compare-backend B also runs B on the same images and rep
 every metric is the same at its printed precision, and the per-pixel argmax agreement.
 The evaluation itself is `tools.evaluation` (run, predictor, metrics, report, figures).
 
-Exit codes: 0 done, 2 bad input, 130 interrupted (nothing half-written is left).
+Exit codes: 0 done, 2 bad input, 130 / 143 stopped by SIGINT / SIGTERM (nothing half-written is left).
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-import netgen
-from netgen import config
-from tools.core import run_cli
-from tools.evaluation import report
-from tools.evaluation.backends import BACKENDS, EngineOptions
-from tools.evaluation.predictor import DEFAULT_BATCH, HEADS, RESIZE_INTERPOLATION
-from tools.evaluation.run import MODES, database_path, evaluate
+from tools.core import interruptible_imports, run_cli
+
+with interruptible_imports(__name__):  # Ctrl-C / SIGTERM: one line, the partial run removed (exit 130 / 143)
+    import netgen
+    from netgen import config
+    from tools.evaluation import report
+    from tools.evaluation.backends import BACKENDS, EngineOptions
+    from tools.evaluation.predictor import DEFAULT_BATCH, HEADS, RESIZE_INTERPOLATION
+    from tools.evaluation.run import MODES, database_path, evaluate
 
 
 def _what(result):

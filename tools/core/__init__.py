@@ -10,7 +10,9 @@
   into a live net by layer name with one shape rule.
 """
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +25,42 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 class ToolError(Exception):
     """An expected fault: a message for the user (naming the file and the fault), no traceback."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised where the main thread is (`raise_on_sigterm`): the clean-up of a Ctrl-C
+    runs (`finally`, `except BaseException`), and `run_cli` exits 143."""
+
+
+def raise_on_sigterm():
+    """From now on SIGTERM raises `Terminated` instead of killing the process outright."""
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _interrupted(err):
+    """One line for a Ctrl-C or SIGTERM, and its exit status."""
+    terminated = isinstance(err, Terminated)
+    print('\n%s' % ('terminated (SIGTERM)' if terminated else 'interrupted (SIGINT)'), file=sys.stderr)
+    return EXIT_SIGTERM if terminated else EXIT_SIGINT
+
+
+@contextlib.contextmanager
+def interruptible_imports(name):
+    """Around a command line's module-level imports (seconds for Caffe and torch): when run as
+    a program (`name` is '__main__'), SIGTERM raises from now on (`raise_on_sigterm`), and a
+    Ctrl-C or SIGTERM while the imports load exits with one line, not a traceback."""
+    if name != '__main__':
+        yield
+        return
+    raise_on_sigterm()
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        sys.exit(_interrupted(err))
 
 
 def deploy_prototxt(net, dataset):
@@ -70,7 +108,7 @@ def expected_errors():
 
 def run_cli(main, argv=None):
     """Run `main(argv)` under the convention: an expected fault (`ToolError`, `DataError`, an
-    OSError naming a file) -> `error: ...` on stderr and exit 2; KeyboardInterrupt -> 130.
+    OSError naming a file) -> `error: ...` on stderr and exit 2; KeyboardInterrupt -> 130 (`Terminated`, 143).
     Returns the exit status."""
     try:
         return main(argv)
@@ -82,6 +120,5 @@ def run_cli(main, argv=None):
             raise
         print('error: %s: %s' % (err.filename, err.strerror or err), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print('\ninterrupted', file=sys.stderr)
-        return EXIT_SIGINT
+    except KeyboardInterrupt as err:  # SIGTERM too, where the tool called `raise_on_sigterm`
+        return _interrupted(err)
