@@ -9,7 +9,13 @@ When every record is in, the manifest is written and the directory renamed to `<
 - resumable: after an interruption (Ctrl-C, kill, power) a rerun of the same command keeps the
   committed records and converts the rest, ending with the same records as an uninterrupted run;
 - a bad input (`DataError`) stops the conversion and removes the partial directory, unless
-  `skip_bad` is set: then the record is left out and listed in `skipped.json` with its fault.
+  `skip_bad` is set: then the record is left out and listed in `skipped.json` with its fault;
+- exclusive: a converter holds `<out>/.<split>.lock` (`data_prep.lock`) for its whole run; a
+  second one into the same split is refused at once, naming the holder; a killed one's is stale;
+- the environment's faults (a full disk, a file-size limit, a read-only --out, a worker process
+  killed) are a `database.StorageError` naming the file: the records done are kept for a rerun;
+- signals: SIGINT and SIGTERM are the main process's (docs/DESIGN.md); the worker processes ignore
+  Ctrl-C, die silently on SIGTERM and die with the main process.
 """
 
 import glob
@@ -18,11 +24,12 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 from typing import NamedTuple
 
 from data_prep import database as db
-from data_prep import dataset_module
+from data_prep import dataset_module, lock
 from data_prep.dataset import check_record
 from data_prep.errors import DataError
 
@@ -70,10 +77,20 @@ def convert_split(dataset, root, out, split, workers=1, skip_bad=False, overwrit
     module = dataset_module(dataset)
     root, out = os.path.abspath(root), os.path.abspath(out)
     final = os.path.join(out, split)
-    partial = final + db.PARTIAL_SUFFIX
     if split not in module.SPLITS:
         raise ValueError(f'{dataset} has no split {split!r}; it has {", ".join(module.SPLITS)}')
     _check_output(out, final, dataset)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        raise DataError(out, f'cannot create the output directory: {err.strerror}') from None
+    # one converter per split: a second one is refused (naming the holder), a killed one's lock is stale
+    with lock.exclusive(os.path.join(out, f'.{split}.lock'), f'the database {final}', remove=True):
+        return _convert_locked(module, dataset, root, split, final, workers, skip_bad, overwrite, progress)
+
+
+def _convert_locked(module, dataset, root, split, final, workers, skip_bad, overwrite, progress):
+    partial = final + db.PARTIAL_SUFFIX
     if os.path.isdir(final) and not overwrite:
         _say(f'{final}: {dataset} {split} already converted (pass --overwrite to rebuild)', progress)
         return final
@@ -98,7 +115,6 @@ def convert_split(dataset, root, out, split, workers=1, skip_bad=False, overwrit
         'keys_sha256': hashlib.sha256('\n'.join(keys).encode()).hexdigest(),
     }
     _start_or_resume(partial, job)
-
     try:
         with db.Writer(partial) as writer:
             entries, skipped = writer.done()
@@ -107,10 +123,17 @@ def convert_split(dataset, root, out, split, workers=1, skip_bad=False, overwrit
         _run(tasks, partial, workers, len(finished), len(keys), f'{dataset}/{split}', progress)
         with db.Writer(partial) as writer:
             entries, skipped = writer.done()
-    except DataError:
+        return _finish(partial, final, entries, skipped, job, module, progress)
+    except (db.StorageError, OSError) as err:  # the disk's fault: keep the records done for a rerun
+        if not isinstance(err, DataError):
+            err = db.StorageError(err.filename or partial, err.strerror or err)
+        raise db.StorageError(
+            err.path,
+            f'{err.fault}; the records done are kept in {partial}: fix that, then rerun the same command to resume',
+        ) from None
+    except DataError:  # the input's fault: nothing half-written stays
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return _finish(partial, final, entries, skipped, job, module, progress)
 
 
 _WRITER = None  # each worker process's handle on the partial database
@@ -119,6 +142,25 @@ _WRITER = None  # each worker process's handle on the partial database
 def _open_writer(partial):
     global _WRITER
     _WRITER = db.Writer(partial)
+
+
+def _start_worker(partial):
+    """Pool initializer: signals are the main process's business. Ctrl-C (sent to the whole process
+    group) is ignored; SIGTERM (`pool.terminate`, or the group) ends the worker silently; and the
+    worker is killed when the main process dies, so that none lingers or writes into a closed pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+    _open_writer(partial)
+
+
+def _die_with_parent():
+    try:
+        import ctypes  # noqa: PLC0415
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass  # elsewhere: a worker notices a closed task pipe and ends
 
 
 def convert_and_store(task):
@@ -147,17 +189,36 @@ def _run(tasks, partial, workers, done, total, description, progress):
             finally:
                 _WRITER.close()
             return
-        # workers read, encode and commit records themselves: only small acknowledgements come back
-        pool = multiprocessing.get_context('fork').Pool(min(workers, len(tasks)), _open_writer, (partial,))
-        try:
-            for _ in pool.imap_unordered(convert_and_store, tasks):
-                bar.update()
-            pool.close()
-        except BaseException:
-            pool.terminate()
+        _run_pool(tasks, partial, min(workers, len(tasks)), bar)
+
+
+def _run_pool(tasks, partial, workers, bar):
+    """Workers read, encode and commit records themselves: only small acknowledgements come back.
+    A worker that dies (the out-of-memory killer, kill -9) ends the conversion with a clear error
+    (a `multiprocessing.Pool` would wait for its task forever)."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: PLC0415
+    from concurrent.futures.process import BrokenProcessPool  # noqa: PLC0415
+
+    context = multiprocessing.get_context('fork')
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(partial,))
+    processes = {}
+    try:
+        futures = [pool.submit(convert_and_store, task) for task in tasks]
+        processes.update(pool._processes)  # all started at the first submit (fork)
+        for future in as_completed(futures):
+            future.result()
+            bar.update()
+    except BaseException as err:
+        for process in list(processes.values()):  # a signal or an error: stop the rest now
+            if process.is_alive():
+                process.terminate()
+        if not isinstance(err, BrokenProcessPool):
             raise
-        finally:
-            pool.join()
+        codes = [p.exitcode for p in processes.values() if p.exitcode]
+        how = f'killed by {signal.Signals(-codes[0]).name}' if codes and codes[0] < 0 else f'exit code {codes}'
+        raise db.StorageError(partial, f'a worker process died ({how}; out of memory?)') from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _finish(partial, final, entries, skipped, job, module, progress):
@@ -183,8 +244,8 @@ def _finish(partial, final, entries, skipped, job, module, progress):
         _say(f'skipped {len(skipped)} of {job["count"]} {job["split"]} records (report: {report}):', progress)
         for item in skipped[:5]:
             _say(f'  {item["path"]}: {item["fault"]}', progress)
+    db.seal(partial, manifest)  # before job.json goes: a partial without job.json could not resume
     os.remove(os.path.join(partial, _JOB))
-    db.seal(partial, manifest)
     if os.path.isdir(final):  # --overwrite: swap the new database in, then drop the old one
         old = f'{final}.old-{os.getpid()}'
         os.rename(final, old)
@@ -232,12 +293,17 @@ def _start_or_resume(partial, job):
                 f'holds an interrupted conversion with other settings '
                 f'({", ".join(differs) or "unreadable job.json"}): rerun it with those, or delete it',
             )
-        lock = os.path.join(partial, 'lock.mdb')  # no one writes it now: a killed writer's lock is stale
-        if os.path.exists(lock):
-            os.remove(lock)
+        # we hold the split's lock, so no one writes it now: a killed writer's LMDB lock is stale
+        lmdb_lock = os.path.join(partial, 'lock.mdb')
+        if os.path.exists(lmdb_lock):
+            os.remove(lmdb_lock)
         return
-    os.makedirs(partial)
-    db.write_json(job_path, job)
+    try:
+        os.makedirs(partial)
+        db.write_json(job_path, job)
+    except OSError as err:  # nothing committed yet: leave nothing behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise db.StorageError(err.filename or partial, f'cannot start the database: {err.strerror}') from None
 
 
 def _relative(path, root):
