@@ -13,6 +13,7 @@ Splits: train 2975 and val 500 are labelled. The paper evaluates on val + test (
 L346-347) but the test labels are not public: ``test`` converts for depth only (no label).
 """
 
+import math
 import os
 
 import numpy as np
@@ -102,6 +103,14 @@ def camera_baseline_fx(path):
         raise DataError(path, 'wrong structure: needs extrinsic.baseline and intrinsic.fx') from None
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (baseline, fx)):
         raise DataError(path, f'baseline {baseline!r} and fx {fx!r} must be numbers')
+    # physically impossible values would give a record without valid (or with negative) depth
+    for name, value, unit in (('extrinsic.baseline', baseline, 'metres'), ('intrinsic.fx', fx, 'pixels')):
+        if not math.isfinite(value):
+            shown = 'NaN' if math.isnan(value) else value
+            raise DataError(path, f'{name} is {shown}: not a finite number of {unit} (NaN or infinite depth)')
+        if value <= 0:
+            effect = 'no valid depth pixel' if value == 0 else 'negative depth'
+            raise DataError(path, f'{name} is {value:g} {unit}: must be positive (it would give {effect})')
     return float(baseline), float(fx)
 
 

@@ -82,9 +82,27 @@ def list_records(root, split):
     variable = SPLIT_VARIABLES[split]
     with matlab.open_v73(os.path.join(root, LABELED_FILE)) as h5file:
         count = labeled_arrays(h5file)[0].shape[0]
-    value = matlab.load_v5(path, [variable])[variable]
-    indices = matlab.as_integers(path, variable, value, 1, count)
-    return [f'{i:04d}' for i in sorted(set(indices.tolist()))]
+    others = [v for v in SPLIT_VARIABLES.values() if v != variable]
+    content = matlab.load_v5(path, [variable], optional=others)
+    indices = matlab.as_integers(path, variable, content[variable], 1, count)
+    _check_unique(path, variable, indices.tolist())
+    for other in (v for v in others if v in content):
+        shared = sorted(set(indices.tolist()) & set(matlab.as_integers(path, other, content[other], 1, count).tolist()))
+        if shared:
+            raise DataError(
+                path,
+                f"image {shared[0]} is in both '{variable}' and '{other}' ({len(shared)} shared): the splits overlap",
+            )
+    return [f'{i:04d}' for i in sorted(indices.tolist())]
+
+
+def _check_unique(path, variable, indices):
+    """DataError when a split names one image twice (a record would weigh double)."""
+    seen = set()
+    for position, index in enumerate(indices):
+        if index in seen:
+            raise DataError(path, f"'{variable}' entry {position + 1} names image {index} a second time")
+        seen.add(index)
 
 
 def load_record(root, split, key):

@@ -108,6 +108,8 @@ def list_records(root, split):
         frame = by_directory.get(relative_path(split_path, where, entry))
         if frame is None:
             raise DataError(split_path, f'{where} ({entry}) is not a frame of {META_FILE}')
+        if frame.rgb in keys:
+            raise DataError(split_path, f'{where} ({entry}) names frame {frame.directory} a second time')
         keys.add(frame.rgb)
     return sorted(keys)
 
