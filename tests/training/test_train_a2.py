@@ -2,13 +2,17 @@
 (official layout, 1024 x 2048) -> converter -> `python -m tools.train --net a2` for one
 iteration, initialised from caffemodels the test writes with the real layer shapes."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 
 import caffe
 import numpy as np
 import pytest
+from caffe.proto import caffe_pb2
+from google.protobuf import text_format
 
 from tests.support import toy_scenes as T
 from tools.core.protos import layer_blobs, read_caffemodel
@@ -141,3 +145,81 @@ def test_one_iteration_of_a2_from_the_inits(cityscapes_db, tmp_path):
     events = read_log(run)
     assert next(r for r in events if r['event'] == 'resume')['iter'] == 1
     assert [r['iter'] for r in events if r['event'] == 'iter'] == [1, 2]
+
+
+def _stock_solver(tmp_path, net, db):
+    """The generated solver of `net` rewritten for the stock `caffe` CLI: one iteration,
+    batch 1, the test's database, no test net; nothing else changed (the nets keep their
+    fixed layers' blobs: no driver writes them)."""
+    solver = caffe_pb2.SolverParameter()
+    text_format.Merge(open(os.path.join(T.REPO, 'solvers', '%s_cityscapes.prototxt' % net)).read(), solver)
+    train = caffe_pb2.NetParameter()
+    text_format.Merge(open(os.path.join(T.REPO, solver.train_net)).read(), train)
+    params = json.loads(train.layer[0].python_param.param_str)
+    params.update(source=str(db / 'train'), batch_size=1, workers=0)
+    train.layer[0].python_param.param_str = json.dumps(params)
+    (tmp_path / 'train.prototxt').write_text(str(train))
+    solver.train_net = str(tmp_path / 'train.prototxt')
+    del solver.test_net[:], solver.test_iter[:]
+    solver.ClearField('test_interval')
+    solver.max_iter, solver.display, solver.average_loss = 1, 1, 1
+    solver.snapshot_prefix = str(tmp_path / 'stock')
+    path = tmp_path / 'solver.prototxt'
+    path.write_text(str(solver))
+    return str(path)
+
+
+def _without_fixed_layers(deploy, path):
+    """A caffemodel of `deploy`'s filler weights without the `fixed_*` layers: their weights
+    can only come from the prototxt."""
+    net = caffe.Net(deploy, caffe.TEST)
+    net.save(path)
+    del net
+    model = caffe_pb2.NetParameter()
+    model.ParseFromString(open(path, 'rb').read())
+    kept = [layer for layer in model.layer if not layer.name.startswith('fixed_')]
+    del model.layer[:]
+    model.layer.extend(kept)
+    open(path, 'wb').write(model.SerializeToString())
+    return path
+
+
+def test_stock_caffe_cli_and_the_driver_give_the_same_first_losses(cityscapes_db, tmp_path):
+    """Self-contained nets: `caffe train -solver <generated solver>` (no project code but the
+    data layer) and `python -m tools.train` compute the same first-iteration depth losses of
+    A1 from the same weights (a caffemodel without the fixed layers): the 41 -> 81 zoom comes
+    from the prototxt in both. (A1's depth path has no dropout; loss_seg's has.)"""
+    weights = _without_fixed_layers(
+        os.path.join(T.REPO, 'prototxt', 'a1_cityscapes', 'deploy.prototxt'), str(tmp_path / 'w.caffemodel')
+    )
+    stock = subprocess.run(
+        [
+            os.path.join(T.REPO, '.venv', 'bin', 'caffe'),
+            'train',
+            '-solver',
+            _stock_solver(tmp_path, 'a1', cityscapes_db),
+        ]
+        + ['-weights', weights],
+        env=dict(T.subprocess_env(), GLOG_minloglevel='0', GLOG_logtostderr='1'),
+        cwd=T.REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert stock.returncode == 0, stock.stderr[-3000:]
+    printed = dict(re.findall(r'Train net output #\d+: (loss_\w+) = ([-+.\deE]+)', stock.stderr))
+    run = tmp_path / 'run'
+    ours = subprocess.run(
+        T.train_command('--net', 'a1', '--dataset', 'cityscapes', '--data', str(cityscapes_db), '--out', str(run))
+        + ['--iters', '1', '--batch', '1', '--weights', weights],
+        env=T.subprocess_env(),
+        cwd=T.REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert ours.returncode == 0, ours.stderr[-3000:]
+    row = next(r for r in read_log(run) if r['event'] == 'iter')
+    for term in ('loss_depth_abs', 'loss_depth_mvn'):
+        assert float(printed[term]) == pytest.approx(row[term], rel=1e-4), term
+    assert float(printed['loss_depth_abs']) > 0

@@ -16,7 +16,7 @@ import numpy as np
 
 from netgen import config
 from netgen.fixed_weights import PREFIX as FIXED_PREFIX
-from netgen.fixed_weights import fill_fixed_weights
+from netgen.fixed_weights import check_fixed_weights
 from tools.core import ToolError, protos, use_device
 from tools.evaluation.backends import CaffeBackend
 from tools.evaluation.tiling import TileMerger, pad_to_tile, tile_origins, upsample
@@ -31,7 +31,7 @@ def check_weights(net, model, weights):
     """Raise ToolError unless `model` (the parsed caffemodel `weights`) holds every
     learned layer of `net` with the right blob count and shapes (Caffe would leave a missing
     layer at its random init silently, and abort the process on a wrong shape). `fixed_*`
-    layers may be absent: netgen.fixed_weights writes them. Returns the names of layers
+    layers may be absent: the prototxt holds their weights (netgen.fixed_weights). Returns the names of layers
     with blobs in the file but not in the net (ignored, as Caffe does)."""
     saved = {
         layer.name: [protos.blob_shape(b) for b in layer.blobs]
@@ -59,7 +59,8 @@ def check_weights(net, model, weights):
 
 def load_net(deploy, weights=None, gpu=None):
     """The deploy net in TEST phase with `weights` (checked first) or, when None, its
-    fillers' random weights; fixed (non-learned) weights written in both cases."""
+    fillers' random weights; the fixed (non-learned) weights come from the prototxt and are
+    checked in both cases."""
     deploy = Path(deploy)
     if not deploy.is_file():
         raise ToolError('no deploy net at %s (generate the nets with `python -m netgen`)' % deploy)
@@ -72,7 +73,7 @@ def load_net(deploy, weights=None, gpu=None):
         check_weights(net, model, weights)
         blobs = protos.layer_blobs(model)
         protos.copy_blobs(net, {name: blobs[name] for name in net.params if name in blobs}, weights)
-    fill_fixed_weights(net)
+    check_fixed_weights(net)
     return net
 
 

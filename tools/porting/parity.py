@@ -29,10 +29,12 @@ def randomize_weights(net, seed=0, bias_std=0.1):
     """Seeded Gaussian weights in a caffe.Net: std sqrt(2 / fan in) for weights, bias_std for biases.
 
     fan in is the count of a weight blob over its first axis (Convolution, InnerProduct) or
-    second (Deconvolution, which stores input channels first). Call
-    `netgen.fixed_weights.fill_fixed_weights(net)` afterwards for fixed layers."""
+    second (Deconvolution, which stores input channels first). `fixed_*` layers keep the
+    weights the prototxt gives them (netgen.fixed_weights)."""
     rng = np.random.default_rng(seed)
     for name, layer in zip(net._layer_names, net.layers):
+        if name.startswith('fixed_'):
+            continue
         for index, blob in enumerate(layer.blobs):
             shape = blob.data.shape
             if index == 0 and len(shape) > 1:
@@ -75,14 +77,11 @@ def measure(prototxt, caffemodel, backends=BACKENDS, seed=0, reference_net=None)
 
 
 def random_net(prototxt, seed=0):
-    """A caffe.Net of `prototxt` (TEST) with `randomize_weights` + the fixed weights."""
+    """A caffe.Net of `prototxt` (TEST) with `randomize_weights` (its fixed weights: the prototxt's)."""
     import caffe  # noqa: PLC0415
-
-    from netgen.fixed_weights import fill_fixed_weights  # noqa: PLC0415
 
     net = caffe.Net(str(prototxt), caffe.TEST)
     randomize_weights(net, seed)
-    fill_fixed_weights(net)
     return net
 
 

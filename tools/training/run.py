@@ -37,7 +37,7 @@ import caffe  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import netgen  # noqa: E402
-from netgen.fixed_weights import fill_fixed_weights  # noqa: E402
+from netgen.fixed_weights import check_fixed_weights  # noqa: E402
 from tools.core.protos import read_net, read_solver  # noqa: E402
 from tools.training import classifier_init, guard, plot, solver_config, surgery  # noqa: E402
 from tools.training.log import LOG_FILE, TrainLog, format_losses  # noqa: E402
@@ -219,7 +219,6 @@ def fit_classifier(net, train_net_path, batches, say):
         raise ToolError('--init-classifier: the net has no ASPP classifier (fc8_1..fc8_4)')
     twin = caffe.Net(train_net_path, caffe.TEST)
     twin.share_with(net)
-    fill_fixed_weights(twin)
     accuracy = classifier_init.init_classifier(net, twin, batches, say)
     del twin
     return dict(batches=batches, pixel_accuracy=accuracy)
@@ -315,13 +314,12 @@ class StageRun:
                 '%s: building the nets failed: %s: %s' % (self.solver_path, type(err).__name__, err)
             ) from None
         self.net = self.solver.net
-        for net in [self.net] + list(self.solver.test_nets):
-            fill_fixed_weights(net)
         if state:
             tqdm.write('%s: resuming from %s' % (self.stage.name, state))
             self.solver.restore(state)
-            for net in [self.net] + list(self.solver.test_nets):
-                fill_fixed_weights(net)
+        for net in [self.net] + list(self.solver.test_nets):
+            check_fixed_weights(net)  # the prototxt's blobs (netgen), unless a model overwrote them
+        if state:
             self.last_snapshot = state
             data = replay_data(self.net, self.solver.iter, self.stage.name)
             if self.solver.test_nets and self.options.test_every:
