@@ -193,12 +193,29 @@ def _export(args):
     if record_checksum(record) != entry['sha256']:  # bytes that decompress but are not what was converted
         raise database.damaged(entry, "its content differs from the manifest's sha256")
     label = record.label if record.label is not None else np.full(record.depth.shape, IGNORE, np.uint8)
-    np.savez(args.out, image=record.image, label=label, depth=record.depth)
+    _write_npz(args.out, image=record.image, label=label, depth=record.depth)
     print(
         f'{args.out}: {database.dataset}/{database.split} record {args.index} '
         f'({database.records[args.index]["key"]}), {record.image.shape[1]}x{record.image.shape[0]}'
     )
     return 0
+
+
+def _write_npz(path, **arrays):
+    """`np.savez(path, ...)` (which adds .npz to a name without it), atomically: a full disk or a
+    signal leaves no half-written file behind."""
+    final = path if str(path).endswith('.npz') else f'{path}.npz'
+    temporary = f'{final}.partial'
+    try:
+        with open(temporary, 'wb') as f:
+            np.savez(f, **arrays)
+        os.replace(temporary, final)
+    except BaseException as err:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        if isinstance(err, OSError) and err.filename in (None, temporary):  # a full disk, a size limit
+            raise DataError(final, f'cannot write: {err.strerror or err}') from None
+        raise
 
 
 def _add_verify(commands):

@@ -98,10 +98,24 @@ def list_records(root, split):
     """Sorted keys (image paths relative to `root`) of the frames that allsplit.mat puts in `split`."""
     split_path = os.path.join(root, SPLIT_FILE)
     variable = SPLIT_VARIABLES[split]
-    entries = matlab.as_list(matlab.load_v5(split_path, [variable])[variable])
+    others = [v for v in SPLIT_VARIABLES.values() if v != variable]
+    content = matlab.load_v5(split_path, [variable], optional=others)
     by_directory = {frame.directory: frame for frame in frames(root)}
+    keys = _split_keys(split_path, variable, content[variable], by_directory)
+    for other in (v for v in others if v in content):
+        shared = sorted(keys & _split_keys(split_path, other, content[other], by_directory))
+        if shared:
+            raise DataError(
+                split_path,
+                f"frame {shared[0]} is in both '{variable}' and '{other}' ({len(shared)} shared): the splits overlap",
+            )
+    return sorted(keys)
+
+
+def _split_keys(split_path, variable, value, by_directory):
+    """The image keys of one split variable's frame directories; each must be a frame, and once."""
     keys = set()
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(matlab.as_list(value)):
         where = f'{variable} entry {i + 1}'
         if not isinstance(entry, str):
             raise DataError(split_path, f'{where} is {type(entry).__name__}, expected a directory path')
@@ -111,7 +125,7 @@ def list_records(root, split):
         if frame.rgb in keys:
             raise DataError(split_path, f'{where} ({entry}) names frame {frame.directory} a second time')
         keys.add(frame.rgb)
-    return sorted(keys)
+    return keys
 
 
 def load_record(root, split, key):

@@ -356,6 +356,16 @@ def test_full_disk_stops_with_the_database_named_and_a_rerun_resumes(samples, tm
     assert_complete(out / 'train', reference)
 
 
+def test_export_record_past_a_file_size_limit_leaves_no_file(small_db, tmp_path):
+    npz = tmp_path / 'record.npz'
+    result = run(
+        [sys.executable, '-m', 'data_prep', 'export-record', '--db', small_db, '--index', '0', '--out', npz],
+        preexec_fn=limit_file_size(50_000),
+    )
+    assert (result.returncode, last_line(result.stderr)) == (2, f'error: {npz}: cannot write: File too large')
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_real_full_disk_then_more_space(samples, tmp_path):
     """ENOSPC from a tmpfs smaller than the database, then the same tmpfs made larger: resumed."""
     root, reference = samples
@@ -518,13 +528,15 @@ def nyuv2_root(tmp_path, train, test):
     return root, os.path.join(root, nyuv2.SPLITS_FILE)
 
 
-def sunrgbd_root(tmp_path, duplicate):
+def sunrgbd_root(tmp_path, into):
+    """A SUN-RGBD sample whose allsplit.mat lists the first training frame once more, in `into`."""
     root = str(tmp_path / 'sunrgbd')
     sample_sunrgbd.write(root, count=2, seed=1)
     path = os.path.join(root, sunrgbd.SPLIT_FILE)
     split = matlab.load_v5(path, ['alltrain', 'alltest'])
-    train, test = list(matlab.as_list(split['alltrain'])), list(matlab.as_list(split['alltest']))
-    matlab.write_v5(path, {'alltrain': train + [train[duplicate]], 'alltest': test})
+    lists = {name: list(matlab.as_list(split[name])) for name in ('alltrain', 'alltest')}
+    lists[into].append(lists['alltrain'][0])
+    matlab.write_v5(path, lists)
     return root, path
 
 
@@ -541,7 +553,12 @@ SPLIT_FILES = {
         "image 3 is in both 'trainNdxs' and 'testNdxs' (1 shared): the splits overlap",
     ),
     'NYUv2 index past the images': ('nyuv2', lambda t: nyuv2_root(t, (1, 9), (2,)), "'trainNdxs' entry 2 = 9 out of"),
-    'SUN-RGBD frame twice': ('sunrgbd', lambda t: sunrgbd_root(t, 0), 'alltrain entry 3 '),
+    'SUN-RGBD frame twice': ('sunrgbd', lambda t: sunrgbd_root(t, 'alltrain'), 'alltrain entry 3 '),
+    'SUN-RGBD frame in both splits': (
+        'sunrgbd',
+        lambda t: sunrgbd_root(t, 'alltest'),
+        'frame SUNRGBD/',
+    ),
 }
 
 
@@ -554,7 +571,9 @@ def test_split_files_naming_a_record_twice_or_none_are_refused(tmp_path, case):
     result = run([sys.executable, '-m', 'data_prep', dataset, '--root', root, '--out', out, '--splits', 'train'])
     assert result.returncode == 2 and 'Traceback' not in result.stderr, result.stderr
     assert last_line(result.stderr).startswith(f'error: {split_file}: {fault}')
-    if dataset == 'sunrgbd':
+    if case == 'SUN-RGBD frame twice':
         assert 'a second time' in last_line(result.stderr)
+    if case == 'SUN-RGBD frame in both splits':
+        assert "is in both 'alltrain' and 'alltest' (1 shared): the splits overlap" in last_line(result.stderr)
     assert not os.path.exists(out / 'train') and not os.path.exists(out / f'train{PARTIAL_SUFFIX}')
     assert digest(root) == before
