@@ -66,7 +66,11 @@ def load_pytorch(weights=None, prototxt=None, *, net=None, dataset=None):
     """The deploy net as a torch module in eval mode, weights from a caffemodel, .pt or .npz file."""
     module = CaffeNet(cm.read_net(resolve_prototxt(prototxt, net, dataset))).eval()
     if weights is not None:
-        module.load_caffe_blobs(read_weights(weights, module))
+        blobs = read_weights(weights, module)
+        try:
+            module.load_caffe_blobs(blobs)
+        except (KeyError, ValueError) as err:  # another net's weights, or a file cut at a layer boundary
+            raise ToolError(f'{weights}: does not fit the net ({err.args[0] if err.args else err})') from None
     return module
 
 
