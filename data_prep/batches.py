@@ -43,6 +43,8 @@ DEFAULTS = {
     'label_size': None,
     'depth_sizes': [],
     'seed': 0,
+    'rank': 0,
+    'world': 1,
     'workers': 2,
     'max_depth': None,
 }
@@ -76,6 +78,8 @@ def parse_param_str(param_str):
         check(key, isinstance(params[key], bool), 'true or false')
     check('seed', is_int(params['seed']) and params['seed'] >= 0, 'a non-negative integer')
     check('workers', is_int(params['workers']) and params['workers'] >= 0, 'a non-negative integer')
+    check('world', is_int(params['world']) and params['world'] >= 1, 'a positive integer')
+    check('rank', is_int(params['rank']) and 0 <= params['rank'] < params['world'], 'an integer in [0, world)')
     check(
         'mean',
         isinstance(params['mean'], list)
@@ -155,7 +159,12 @@ class CropSampler:
         size, count = self.params['batch_size'], len(self.database)
         rng = np.random.default_rng(np.random.SeedSequence(self.params['seed'], spawn_key=(0, number)))
         tops = [np.empty(shape, np.float32) for shape in self.top_shapes()]
-        for slot, position in enumerate(range(number * size, (number + 1) * size)):
+        # data parallel: rank r of `world` serves slots r * size .. of the global batch `number` of
+        # world * size, with its crops: the draws of the slots before it are drawn and dropped
+        first = (number * self.params['world'] + self.params['rank']) * size
+        if self.params['train'] and self.params['rank']:
+            rng.integers(0, np.iinfo(np.int64).max, 4 * self.params['rank'] * size)
+        for slot, position in enumerate(range(first, first + size)):
             epoch, offset = divmod(position, count)
             self.sample(int(self._order(epoch)[offset]), rng, [top[slot] for top in tops])
         return tops
