@@ -214,7 +214,7 @@ def _write_npz(path, **arrays):
         if os.path.exists(temporary):
             os.remove(temporary)
         if isinstance(err, OSError) and err.filename in (None, temporary):  # a full disk, a size limit
-            raise DataError(final, f'cannot write: {err.strerror or err}') from None
+            raise DataError(final, err.strerror or str(err)) from None
         raise
 
 
