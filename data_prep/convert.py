@@ -214,9 +214,13 @@ def _run_pool(tasks, partial, workers, bar):
                 process.terminate()
         if not isinstance(err, BrokenProcessPool):
             raise
-        codes = [p.exitcode for p in processes.values() if p.exitcode]
+        for process in processes.values():  # reaped by the executor's thread or here: then exitcode is known
+            process.join(5)
+        codes = [p.exitcode for p in processes.values() if p.exitcode and p.exitcode != -signal.SIGTERM]
         how = f'killed by {signal.Signals(-codes[0]).name}' if codes and codes[0] < 0 else f'exit code {codes}'
-        raise db.StorageError(partial, f'a worker process died ({how}; out of memory?)') from None
+        raise db.StorageError(
+            partial, f'a worker process died ({how if codes else "unknown cause"}; out of memory?)'
+        ) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
