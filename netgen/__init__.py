@@ -32,8 +32,9 @@ protos do):
   their parents' own solver and batch size (and DeepLab-ASPP loss_seg weight 1).
 - `write_all(root='.', nets=NETS, datasets=DATASETS, diagrams=True)`, `check(root='.')`
   -> list of problems (empty when up to date).
-- `netgen.fixed_weights.fill_fixed_weights(net)`: writes the weights of every `fixed_*`
-  layer (bilinear x2 zoom, Prewitt); call it on every caffe.Net a driver creates.
+- `netgen.fixed_weights`: the weights of every `fixed_*` layer (bilinear x2 zoom, Prewitt)
+  are written into the generated prototxt's `blobs` (`write_fixed_blobs`, by `build`), so any
+  Caffe builds them from the files; `check_fixed_weights(net)` verifies a live caffe.Net.
 - `DEPTHNET_LAYER_MAP` (`netgen.config`): our layer -> DepthNet's layer of the same role
   in its released model (`global_conv1` -> `conv1`, ..., `global_fc6` -> `fc-main`,
   `global_fc7` -> `fc-depth`), for weight surgery by name.

@@ -118,7 +118,3 @@ def check_fixed_weights(net):
         )
         checked.append(name)
     return checked
-
-
-#: Former name: the weights now come from the prototxt, so this only checks them.
-fill_fixed_weights = check_fixed_weights
