@@ -108,6 +108,12 @@ def _overrides(parser):
         help="loss weight override, repeatable, e.g. loss_seg=100 (the paper's alpha is 1000, L322-325)",
     )
     parser.add_argument('--seed', type=int, default=1, help='Caffe random seed (default 1)')
+    parser.add_argument(
+        '--allow-changes',
+        action='store_true',
+        help='resume although these settings differ from those the run was started with (RUN/run.json '
+        'records the change)',
+    )
 
 
 def _monitoring(parser):
@@ -137,6 +143,8 @@ def _monitoring(parser):
     # test hooks: a NaN weight after iteration N; a SIGINT's effect after iteration N
     parser.add_argument('--inject-nan-at', type=int, help=argparse.SUPPRESS)
     parser.add_argument('--inject-stop-at', type=int, help=argparse.SUPPRESS)
+    # test hook: seconds between renaming a snapshot's caffemodel and its solverstate (a kill's window)
+    parser.add_argument('--inject-snapshot-pause', type=float, help=argparse.SUPPRESS)
 
 
 def parser():

@@ -85,7 +85,7 @@ def test_run_copy_of_generated_solver(tmp_path):
     assert copy.train_net == str(tmp_path / 'run' / 'train.prototxt')
     assert list(copy.test_net) == [str(tmp_path / 'run' / 'test.prototxt')]
     assert (copy.max_iter, copy.random_seed) == (12, 7) and copy.base_lr == pytest.approx(1e-4)
-    assert copy.snapshot_prefix == str(tmp_path / 'run' / 'snapshots' / 'a2')
+    assert copy.snapshot_prefix == str(tmp_path / 'run' / 'snapshots' / '.partial' / 'a2')  # renamed when good
     assert (copy.snapshot, copy.test_interval, copy.lr_policy) == (0, solver_config.NEVER, 'poly')
     assert sources == [str(data / 'train'), str(data / 'val')]
     net = solver_config.read_net(copy.train_net)

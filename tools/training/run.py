@@ -39,7 +39,8 @@ from tqdm import tqdm  # noqa: E402
 import netgen  # noqa: E402
 from netgen.fixed_weights import check_fixed_weights  # noqa: E402
 from tools.core.protos import read_net, read_solver  # noqa: E402
-from tools.training import classifier_init, guard, plot, solver_config, surgery  # noqa: E402
+from tools.training import classifier_init, data_checks, guard, plot, snapshots, solver_config, surgery  # noqa: E402
+from tools.training import run_dir as rundir  # noqa: E402
 from tools.training.log import LOG_FILE, TrainLog, format_losses  # noqa: E402
 
 
@@ -76,6 +77,8 @@ class TrainOptions:
     quiet: bool = False
     inject_nan_at: int = None
     inject_stop_at: int = None
+    allow_changes: bool = False
+    inject_snapshot_pause: float = None
 
 
 REPO = str(REPO)
@@ -84,6 +87,8 @@ NETS = netgen.NETS
 STAGE_INPUTS = {'depthnet_refine': ('depthnet_global', 'depthnet_gradient')}
 FINAL = 'final.caffemodel'
 DONE = 'done.json'
+#: `resume_state`'s answer for `--resume auto`: the stage picks its newest good snapshot.
+AUTO = 'auto'
 LOSS_PREFIX = 'loss_'
 
 SOLVER_TYPES = ('SGD', 'Nesterov', 'AdaGrad', 'RMSProp', 'AdaDelta', 'Adam')
@@ -286,7 +291,7 @@ class StageRun:
         self.stage, self.options, self.log, self.stop = stage, options, log, stop
         self.dir = stage_dir(run_dir, stages, stage)
         self.source = read_solver(stage.solver)
-        self.solver_path, self.param, _ = solver_config.write_run_copy(
+        self.solver_path, self.param, sources = solver_config.write_run_copy(
             stage.solver,
             self.dir,
             stage.name,
@@ -301,6 +306,7 @@ class StageRun:
             solver_type=options.solver_type,
             loss_weights=dict(options.loss_weight),
         )
+        data_checks.check_databases(sources, options.dataset, self.param.train_net)
         self.max_iter = self.param.max_iter
         self.snapshot_every = options.snapshot_every or self.source.snapshot
         self.display = options.display or self.source.display or 20
@@ -314,6 +320,7 @@ class StageRun:
                 '%s: building the nets failed: %s: %s' % (self.solver_path, type(err).__name__, err)
             ) from None
         self.net = self.solver.net
+        state = self.resume_from(state)
         if state:
             tqdm.write('%s: resuming from %s' % (self.stage.name, state))
             self.solver.restore(state)
@@ -341,10 +348,34 @@ class StageRun:
         self.weights = self.net.blob_loss_weights
         self.batch = self.net.blobs[self.net.inputs[0] if self.net.inputs else next(iter(self.net.blobs))].data.shape[0]
 
+    def resume_from(self, state):
+        """The snapshot to restore: `state` checked (`--resume FILE`), the newest good one
+        ('auto'), or None (a fresh start; also when every snapshot is torn or poisoned)."""
+        snapshots.clear_partial(self.dir)
+        if state is None:
+            return None
+        if state != AUTO:
+            snapshots.check_named(state, self.net, self.param.type)
+            return state
+        state, skipped = snapshots.newest_good(self.dir, self.net, self.param.type, tqdm.write)
+        if skipped:
+            self.log.write('skipped', stage=self.stage.name, snapshots=[dict(state=p, reason=r) for p, r in skipped])
+            if state is None:
+                tqdm.write('%s: no snapshot to resume from: starting from iteration 0' % self.stage.name)
+        return state
+
     def snapshot(self):
-        self.solver.snapshot()
-        prefix = self.param.snapshot_prefix
-        self.last_snapshot = '%s_iter_%d.solverstate' % (prefix, self.solver.iter)
+        """Write a snapshot pair atomically (`tools.training.snapshots`); one that is not
+        finite is not kept and stops the run."""
+        state, why = snapshots.write(self.solver, self.param.snapshot_prefix, self.options.inject_snapshot_pause)
+        if why:
+            self.log.write('snapshot_rejected', stage=self.stage.name, iter=self.solver.iter, reason=why)
+            if why.startswith(snapshots.NONFINITE):
+                self.halt_nonfinite('the snapshot of iteration %d is not kept: %s' % (self.solver.iter, why))
+            raise ToolError(
+                '%s: snapshot of iteration %d failed: %s' % (self.param.snapshot_prefix, self.solver.iter, why)
+            )
+        self.last_snapshot = state
         self.log.write('snapshot', stage=self.stage.name, iter=self.solver.iter, state=self.last_snapshot)
         return self.last_snapshot
 
@@ -354,8 +385,8 @@ class StageRun:
         kept = self.last_snapshot or 'none (no snapshot was written before the fault)'
         message = (
             '%s: %s at iteration %d (%s). Stopped before Caffe runs another forward pass '
-            'on it. Last good snapshot: %s. Lower the learning rate (--base-lr) and '
-            'resume from that snapshot with --resume.'
+            'on it. Last good snapshot: %s. Lower the learning rate (--base-lr, with '
+            '--allow-changes) and resume from that snapshot with --resume.'
             % (
                 self.stage.name,
                 what,
@@ -492,7 +523,7 @@ def resume_state(options, directory, single):
         )
         if in_stage or single:
             return options.resume
-    return newest_state(directory)
+    return AUTO
 
 
 def train(options, stages=None):
@@ -511,8 +542,38 @@ def train(options, stages=None):
     use_device(options.gpu)
     run_dir = os.path.abspath(options.out or os.path.join(REPO, 'runs', '%s_%s' % (options.net, options.dataset)))
     os.makedirs(run_dir, exist_ok=True)
+    held = rundir.lock(run_dir)
+    try:
+        changes = open_run(options, run_dir, stages)
+        return train_stages(options, stages, run_dir, changes)
+    finally:
+        rundir.unlock(held)
+
+
+def open_run(options, run_dir, stages):
+    """Refuse a run directory that holds a run unless resuming; record or compare its
+    settings (`tools.training.run_dir`). Returns the changes allowed by --allow-changes."""
+    dirs = [stage_dir(run_dir, stages, s) for s in stages]
+    trained = any(snapshots.any_snapshot(d) or read_done(d) for d in dirs)
+    if options.resume is None and trained:
+        raise ToolError('%s already holds a run: pass --resume auto to continue it, or choose another --out' % run_dir)
+    solvers = [read_solver(s.solver) for s in stages]
+    resolved = dict(  # a default given explicitly is no change
+        iters=[options.iters or p.max_iter for p in solvers],
+        base_lr=[options.base_lr or p.base_lr for p in solvers],
+        solver_type=[options.solver_type or p.type for p in solvers],
+    )
+    return rundir.check_settings(run_dir, options, trained, options.allow_changes, resolved)
+
+
+def train_stages(options, stages, run_dir, changes=()):
+    """The stages in the (locked) run directory; returns the final weights' path."""
     log = TrainLog(os.path.join(run_dir, LOG_FILE))
     log.write('start', args=dataclasses.asdict(options), stages=[s.name for s in stages])
+    if changes:
+        message = 'settings changed (--allow-changes): %s' % '; '.join('%s %s -> %s' % c for c in changes)
+        tqdm.write(message, file=sys.stderr)
+        log.write('settings_changed', changes={f: [was, now] for f, was, now in changes}, message=message)
     stop = guard.StopFlag()
     final = None
     try:

@@ -18,6 +18,7 @@ from caffe.proto import caffe_pb2
 from netgen.fixed_weights import PREFIX as FIXED_PREFIX
 from tools.core import ToolError
 from tools.core.protos import read_net, read_solver, write_proto
+from tools.training import snapshots
 
 #: Layer whose `param_str` names a database (`source`) and a `batch_size` (docs/DESIGN.md).
 DATA_LAYER_MODULE = 'data_prep.layers'
@@ -195,7 +196,7 @@ def _run_settings(solver, run_dir, stage, max_iter, seed, base_lr, solver_type):
     solver.snapshot = 0
     solver.snapshot_after_train = False
     solver.snapshot_format = caffe_pb2.SolverParameter.BINARYPROTO
-    solver.snapshot_prefix = os.path.join(run_dir, 'snapshots', stage)
+    solver.snapshot_prefix = snapshots.caffe_prefix(run_dir, stage)  # renamed into snapshots/ when good
     for field, value in (('max_iter', max_iter), ('random_seed', seed), ('base_lr', base_lr), ('type', solver_type)):
         if value is not None:
             setattr(solver, field, value)
