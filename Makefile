@@ -26,6 +26,11 @@ prototxt:  ## regenerate prototxt/, solvers/, docs/nets/ from netgen/ (check: py
 # CITYSCAPES_ROOT, SUNRGBD_ROOT or NYUV2_ROOT), trains (continuing a stopped run), evaluates
 # and prints the report. Variables:
 GPU ?=
+# GPUS=N: data parallel on N GPUs of this machine (torchrun, one rank per GPU, NCCL);
+# CPU_RANKS=N: on N CPU processes (gloo); LR_SCALING=linear|sqrt: base_lr for the larger batch
+GPUS ?=
+CPU_RANKS ?=
+LR_SCALING ?=
 ITERS ?=
 INIT_DEEPLAB ?=
 INIT_DEPTHNET ?=
@@ -37,6 +42,9 @@ TRAIN_DATASETS := cityscapes sunrgbd nyuv2
 ROOT_VAR_cityscapes := CITYSCAPES_ROOT
 ROOT_VAR_sunrgbd := SUNRGBD_ROOT
 ROOT_VAR_nyuv2 := NYUV2_ROOT
+RANKS = $(or $(GPUS),$(CPU_RANKS))
+TRAIN_LAUNCH = $(if $(RANKS),$(PY) -m torch.distributed.run --standalone --nproc_per_node=$(RANKS),$(PY))
+DEVICE_FLAG = $(if $(GPUS),--gpu 0,$(if $(GPU),--gpu $(GPU)))
 
 # $(call train_and_evaluate,NET,DATASET): the recipe of every NET-DATASET target.
 define train_and_evaluate
@@ -48,16 +56,16 @@ define train_and_evaluate
 	    echo "make $@: data/$(2) is missing and $(ROOT_VAR_$(2)) is not set: run 'make $@ $(ROOT_VAR_$(2))=/path/to/$(2)' (the official layout, see docs/TRAINING.md)" >&2; exit 2; fi; \
 	  echo "$(PY) -m data_prep $(2) --root $($(ROOT_VAR_$(2))) --out data/$(2)"; \
 	  $(PY) -m data_prep $(2) --root "$($(ROOT_VAR_$(2)))" --out data/$(2) || exit $$?; fi
-	$(PY) -m tools.train --net $(1) --dataset $(2) --resume auto --out $(or $(OUT),runs/$(1)_$(2)) \
-	  $(if $(GPU),--gpu $(GPU),--cpu) $(if $(ITERS),--iters $(ITERS)) \
+	$(TRAIN_LAUNCH) -m tools.train --net $(1) --dataset $(2) --resume auto --out $(or $(OUT),runs/$(1)_$(2)) \
+	  $(or $(DEVICE_FLAG),--cpu) $(if $(ITERS),--iters $(ITERS)) $(if $(LR_SCALING),--lr-scaling $(LR_SCALING)) \
 	  $(if $(filter a1 a2 deeplab_aspp,$(1)),$(if $(INIT_DEEPLAB),--init-deeplab $(INIT_DEEPLAB))) \
 	  $(if $(filter a2 depthnet,$(1)),$(if $(INIT_DEPTHNET),--init-depthnet $(INIT_DEPTHNET)))
 	$(PY) -m tools.evaluate --net $(1) --dataset $(2) --weights $(or $(OUT),runs/$(1)_$(2))/final.caffemodel \
-	  --out $(or $(OUT),runs/$(1)_$(2))/eval --overwrite $(if $(GPU),--gpu $(GPU))
+	  --out $(or $(OUT),runs/$(1)_$(2))/eval --overwrite $(DEVICE_FLAG)
 	@cat $(or $(OUT),runs/$(1)_$(2))/training.md $(or $(OUT),runs/$(1)_$(2))/eval/report.md
 endef
 
-a1-%:  ## HybridNet A1 on a dataset: make a1-cityscapes (GPU= ITERS= INIT_DEEPLAB= OUT= CITYSCAPES_ROOT=)
+a1-%:  ## HybridNet A1 on a dataset: make a1-cityscapes (GPU= GPUS= CPU_RANKS= ITERS= INIT_DEEPLAB= OUT= CITYSCAPES_ROOT=)
 	$(call train_and_evaluate,a1,$*)
 a2-%:  ## HybridNet A2: make a2-cityscapes|a2-sunrgbd|a2-nyuv2 (+ INIT_DEPTHNET=; roots: *_ROOT=)
 	$(call train_and_evaluate,a2,$*)
