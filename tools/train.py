@@ -16,6 +16,7 @@ import sys
 
 from tools.core import run_cli
 from tools.training import run
+from tools.training.distributed import LR_SCALING
 from tools.training.solver_config import FILLERS
 
 
@@ -117,6 +118,20 @@ def _overrides(parser):
 
 
 def _monitoring(parser):
+    parser.add_argument(
+        '--lr-scaling',
+        choices=sorted(LR_SCALING),
+        default='none',
+        help='under torchrun: base_lr times the number of ranks (linear) or its square root (sqrt) for the '
+        "larger effective batch; default none: the solver's (the paper's) learning rate untouched",
+    )
+    parser.add_argument(
+        '--collective-timeout',
+        type=float,
+        default=600,
+        metavar='S',
+        help='under torchrun: seconds a rank waits for the others before the job ends (default 600)',
+    )
     parser.add_argument(
         '--snapshot-every', type=int, metavar='N', help="snapshot interval (default: the solver's snapshot field)"
     )

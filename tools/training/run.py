@@ -40,6 +40,7 @@ import netgen  # noqa: E402
 from netgen.fixed_weights import check_fixed_weights  # noqa: E402
 from tools.core.protos import read_net, read_solver  # noqa: E402
 from tools.training import classifier_init, data_checks, guard, plot, snapshots, solver_config, surgery  # noqa: E402
+from tools.training import distributed as parallel  # noqa: E402
 from tools.training import run_dir as rundir  # noqa: E402
 from tools.training.log import LOG_FILE, TrainLog, format_losses  # noqa: E402
 
@@ -70,6 +71,8 @@ class TrainOptions:
     seed: int = 1
     snapshot_every: int = None
     display: int = None
+    lr_scaling: str = 'none'
+    collective_timeout: float = 600
     test_every: int = 0
     test_iters: int = 10
     check_weights_every: int = 1
@@ -287,8 +290,8 @@ def test_losses(test_net, names, iterations):
 class StageRun:
     """Training of one stage: solver, snapshots, logging, guards."""
 
-    def __init__(self, stage, stages, options, run_dir, log, stop):
-        self.stage, self.options, self.log, self.stop = stage, options, log, stop
+    def __init__(self, stage, stages, options, run_dir, log, stop, world=parallel.SINGLE):
+        self.stage, self.options, self.log, self.stop, self.world = stage, options, log, stop, world
         self.dir = stage_dir(run_dir, stages, stage)
         self.source = read_solver(stage.solver)
         self.solver_path, self.param, sources = solver_config.write_run_copy(
@@ -298,7 +301,7 @@ class StageRun:
             base_dir=os.getcwd() if options.solver else REPO,
             max_iter=options.iters,
             seed=options.seed,
-            base_lr=options.base_lr,
+            base_lr=world.base_lr(options.base_lr, self.source.base_lr, options.lr_scaling),
             batch_size=options.batch,
             data_root=options.data,
             keep_test_net=options.test_every > 0,
@@ -320,7 +323,8 @@ class StageRun:
                 '%s: building the nets failed: %s: %s' % (self.solver_path, type(err).__name__, err)
             ) from None
         self.net = self.solver.net
-        state = self.resume_from(state)
+        state = self.world.agree(self.resume_from(state))  # rank 0's snapshot on every rank
+        world.shard_data(self.param.train_net)  # rank/world of each HybridData layer
         if state:
             tqdm.write('%s: resuming from %s' % (self.stage.name, state))
             self.solver.restore(state)
@@ -336,7 +340,7 @@ class StageRun:
                     self.stage.name + ' (test net)',
                 )
             self.log.write('resume', stage=self.stage.name, iter=self.solver.iter, state=state, data=data)
-        else:
+        elif self.world.main:  # the other ranks receive rank 0's weights (join)
             initialise(self.net, self.stage, self.options, run_dir, stages, self.log, self.param.train_net)
         self.losses = loss_names(self.net)
         if not self.losses:
@@ -361,6 +365,7 @@ class StageRun:
         if skipped:
             self.log.write('skipped', stage=self.stage.name, snapshots=[dict(state=p, reason=r) for p, r in skipped])
             if state is None:
+        self.world.join(self)
                 tqdm.write('%s: no snapshot to resume from: starting from iteration 0' % self.stage.name)
         return state
 
@@ -418,7 +423,7 @@ class StageRun:
             disable=options.quiet,
         )
         while True:
-            if self.stop:
+            if self.world.stop_agreed(self.stop, solver.iter):
                 if self.last_snapshot is None or snapshot_iteration(self.last_snapshot) != solver.iter:
                     self.snapshot()
                 message = '%s: stopped by %s at iteration %d; snapshot %s (continue with --resume auto)' % (
@@ -466,7 +471,7 @@ class StageRun:
         options, solver = self.options, self.solver
         it = solver.iter
         lr = solver_config.learning_rate(self.param, it)
-        caffe.set_random_seed(iteration_seed(options.seed, it))
+        caffe.set_random_seed(self.world.rng_seed(iteration_seed(options.seed, it)))
         start = time.perf_counter()
         solver.step(1)
         seconds = time.perf_counter() - start
@@ -481,7 +486,7 @@ class StageRun:
             iter=solver.iter,
             lr=lr,
             loss=total,
-            images_per_s=self.batch / seconds,
+            images_per_s=self.batch * self.world.size / seconds,
             **values,
         )
         self.bar.set_postfix_str(format_losses(row), refresh=False)
@@ -539,13 +544,15 @@ def train(options, stages=None):
             )
         if not os.path.isfile(options.resume):
             raise ToolError('--resume %s: no such file' % options.resume)
-    use_device(options.gpu)
+    world = parallel.setup(options.gpu, options.collective_timeout)  # SINGLE unless torchrun launched it
+    use_device(world.device(options.gpu))
+    options = world.rank_options(options)
     run_dir = os.path.abspath(options.out or os.path.join(REPO, 'runs', '%s_%s' % (options.net, options.dataset)))
     os.makedirs(run_dir, exist_ok=True)
     held = rundir.lock(run_dir)
     try:
         changes = open_run(options, run_dir, stages)
-        return train_stages(options, stages, run_dir, changes)
+        return train_stages(options, stages, run_dir, changes, world)
     finally:
         rundir.unlock(held)
 
@@ -559,6 +566,7 @@ def open_run(options, run_dir, stages):
         raise ToolError('%s already holds a run: pass --resume auto to continue it, or choose another --out' % run_dir)
     solvers = [read_solver(s.solver) for s in stages]
     resolved = dict(  # a default given explicitly is no change
+    run_dir = world.private_dir(run_dir)  # ranks > 0: their own temporary directory
         iters=[options.iters or p.max_iter for p in solvers],
         base_lr=[options.base_lr or p.base_lr for p in solvers],
         solver_type=[options.solver_type or p.type for p in solvers],
@@ -566,7 +574,7 @@ def open_run(options, run_dir, stages):
     return rundir.check_settings(run_dir, options, trained, options.allow_changes, resolved)
 
 
-def train_stages(options, stages, run_dir, changes=()):
+def train_stages(options, stages, run_dir, changes=(), world=parallel.SINGLE):
     """The stages in the (locked) run directory; returns the final weights' path."""
     log = TrainLog(os.path.join(run_dir, LOG_FILE))
     log.write('start', args=dataclasses.asdict(options), stages=[s.name for s in stages])
@@ -579,13 +587,13 @@ def train_stages(options, stages, run_dir, changes=()):
     try:
         for stage in stages:
             directory = stage_dir(run_dir, stages, stage)
-            done = read_done(directory)
+            done = world.from_main(read_done, directory)  # rank 0's run directory decides
             if options.resume and done and done['iter'] >= (options.iters or read_solver(stage.solver).max_iter):
                 tqdm.write('%s: done earlier (%d iterations), skipped' % (stage.name, done['iter']))
                 final = done['weights']
                 continue
             state = resume_state(options, directory, len(stages) == 1)
-            run = StageRun(stage, stages, options, run_dir, log, stop)
+            run = StageRun(stage, stages, options, run_dir, log, stop, world)
             run.build(state, run_dir, stages)
             final = run.run()
             del run
@@ -593,6 +601,7 @@ def train_stages(options, stages, run_dir, changes=()):
             link_or_copy(final, os.path.join(run_dir, FINAL))
         log.write('finished', weights=os.path.join(run_dir, FINAL))
     finally:
+    world.log = log
         stop.restore()
         log.close()
         if not options.no_plot:
@@ -601,3 +610,4 @@ def train_stages(options, stages, run_dir, changes=()):
             except Exception as err:  # the plot must never hide the run's outcome
                 tqdm.write('note: no loss plot (%s)' % err, file=sys.stderr)
     return os.path.join(run_dir, FINAL)
+        world.finish(clean=sys.exc_info()[0] in (None, Stopped))  # ranks leave together (torchrun ends the rest)
