@@ -110,15 +110,6 @@ def _overrides(parser):
     )
     parser.add_argument('--seed', type=int, default=1, help='Caffe random seed (default 1)')
     parser.add_argument(
-        '--allow-changes',
-        action='store_true',
-        help='resume although these settings differ from those the run was started with (RUN/run.json '
-        'records the change)',
-    )
-
-
-def _monitoring(parser):
-    parser.add_argument(
         '--lr-scaling',
         choices=sorted(LR_SCALING),
         default='none',
@@ -132,6 +123,15 @@ def _monitoring(parser):
         metavar='S',
         help='under torchrun: seconds a rank waits for the others before the job ends (default 600)',
     )
+    parser.add_argument(
+        '--allow-changes',
+        action='store_true',
+        help='resume although these settings differ from those the run was started with (RUN/run.json '
+        'records the change)',
+    )
+
+
+def _monitoring(parser):
     parser.add_argument(
         '--snapshot-every', type=int, metavar='N', help="snapshot interval (default: the solver's snapshot field)"
     )

@@ -69,10 +69,10 @@ class TrainOptions:
     solver_type: str = None
     loss_weight: list = dataclasses.field(default_factory=list)
     seed: int = 1
-    snapshot_every: int = None
-    display: int = None
     lr_scaling: str = 'none'
     collective_timeout: float = 600
+    snapshot_every: int = None
+    display: int = None
     test_every: int = 0
     test_iters: int = 10
     check_weights_every: int = 1
@@ -310,6 +310,7 @@ class StageRun:
             loss_weights=dict(options.loss_weight),
         )
         data_checks.check_databases(sources, options.dataset, self.param.train_net)
+        world.shard_data(self.param.train_net)  # rank/world of each HybridData layer
         self.max_iter = self.param.max_iter
         self.snapshot_every = options.snapshot_every or self.source.snapshot
         self.display = options.display or self.source.display or 20
@@ -324,7 +325,6 @@ class StageRun:
             ) from None
         self.net = self.solver.net
         state = self.world.agree(self.resume_from(state))  # rank 0's snapshot on every rank
-        world.shard_data(self.param.train_net)  # rank/world of each HybridData layer
         if state:
             tqdm.write('%s: resuming from %s' % (self.stage.name, state))
             self.solver.restore(state)
@@ -351,6 +351,7 @@ class StageRun:
             raise ToolError('--init-classifier / --probe-classifier: the net has no ASPP classifier (fc8_1..fc8_4)')
         self.weights = self.net.blob_loss_weights
         self.batch = self.net.blobs[self.net.inputs[0] if self.net.inputs else next(iter(self.net.blobs))].data.shape[0]
+        self.world.join(self)
 
     def resume_from(self, state):
         """The snapshot to restore: `state` checked (`--resume FILE`), the newest good one
@@ -365,7 +366,6 @@ class StageRun:
         if skipped:
             self.log.write('skipped', stage=self.stage.name, snapshots=[dict(state=p, reason=r) for p, r in skipped])
             if state is None:
-        self.world.join(self)
                 tqdm.write('%s: no snapshot to resume from: starting from iteration 0' % self.stage.name)
         return state
 
@@ -548,6 +548,7 @@ def train(options, stages=None):
     use_device(world.device(options.gpu))
     options = world.rank_options(options)
     run_dir = os.path.abspath(options.out or os.path.join(REPO, 'runs', '%s_%s' % (options.net, options.dataset)))
+    run_dir = world.private_dir(run_dir)  # ranks > 0: their own temporary directory
     os.makedirs(run_dir, exist_ok=True)
     held = rundir.lock(run_dir)
     try:
@@ -566,7 +567,6 @@ def open_run(options, run_dir, stages):
         raise ToolError('%s already holds a run: pass --resume auto to continue it, or choose another --out' % run_dir)
     solvers = [read_solver(s.solver) for s in stages]
     resolved = dict(  # a default given explicitly is no change
-    run_dir = world.private_dir(run_dir)  # ranks > 0: their own temporary directory
         iters=[options.iters or p.max_iter for p in solvers],
         base_lr=[options.base_lr or p.base_lr for p in solvers],
         solver_type=[options.solver_type or p.type for p in solvers],
@@ -583,6 +583,7 @@ def train_stages(options, stages, run_dir, changes=(), world=parallel.SINGLE):
         tqdm.write(message, file=sys.stderr)
         log.write('settings_changed', changes={f: [was, now] for f, was, now in changes}, message=message)
     stop = guard.StopFlag()
+    world.log = log
     final = None
     try:
         for stage in stages:
@@ -601,7 +602,6 @@ def train_stages(options, stages, run_dir, changes=(), world=parallel.SINGLE):
             link_or_copy(final, os.path.join(run_dir, FINAL))
         log.write('finished', weights=os.path.join(run_dir, FINAL))
     finally:
-    world.log = log
         stop.restore()
         log.close()
         if not options.no_plot:
@@ -609,5 +609,5 @@ def train_stages(options, stages, run_dir, changes=(), world=parallel.SINGLE):
                 plot.plot(run_dir)
             except Exception as err:  # the plot must never hide the run's outcome
                 tqdm.write('note: no loss plot (%s)' % err, file=sys.stderr)
-    return os.path.join(run_dir, FINAL)
         world.finish(clean=sys.exc_info()[0] in (None, Stopped))  # ranks leave together (torchrun ends the rest)
+    return os.path.join(run_dir, FINAL)
