@@ -12,9 +12,10 @@ What each rank does (docs/TRAINING.md, "Several GPUs or machines"):
 - its own copy of the nets, whose `HybridData` layers serve the rank's slice of every global batch
   (param_str `rank`, `world`: N ranks at batch b read what one process reads at batch N x b);
 - after backward, before Caffe applies the update (pycaffe's `solver.add_callback`,
-  docs/REFERENCE.md), every learnable blob's diff is summed over the ranks and divided by N, in
-  flat buckets; every rank then applies the same update, so the weights stay identical (rank 0's
-  weights are broadcast once after the nets are built, fresh or resumed);
+  docs/REFERENCE.md), every learnable blob's diff is summed over the ranks and divided by N (on
+  gloo the big ones in place, the small ones through one buffer: `GradientAverager`); every rank
+  then applies the same update, so the weights stay identical (rank 0's weights are broadcast
+  once after the nets are built, fresh or resumed);
 - once per iteration the ranks agree on the stop flag (a MAX all-reduce of the signal number), so
   SIGINT/SIGTERM on any rank stops all of them after the same iteration, with rank 0's snapshot;
 - rank 0 alone writes the run directory (log, snapshots, plots); the other ranks write their
