@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.backends [--net deeplab_aspp --net a2] [--tile-repeats 5]
         [--image-repeats 3] [--rows 1] [--threads N] [--batch 7]
 
-For each net (random weights: the deploy net's fillers and the fixed layers), the three engines
+For each net (seeded random weights, `decisive_weights`, and the fixed layers), the three engines
 of `tools.evaluation.backends` run the same weights (ONNX / .pt2 written from the live
 caffe.Net, as `python -m tools.evaluate --backend` does). Timed, alternating the engines (A B C,
 then C B A, ...) so that drift in machine load hits all alike, medians over the repeats:
@@ -29,6 +29,7 @@ import numpy as np
 import netgen
 from bench.eval import FULL_ROWS, deploy_file
 from netgen import config
+from netgen.fixed_weights import PREFIX as FIXED_PREFIX
 from tools.evaluation.backends import BACKENDS, default_threads, open_backend
 from tools.evaluation.predictor import HEADS, Predictor, load_net
 from tools.evaluation.tiling import tile_origins
@@ -71,10 +72,29 @@ def _agreement(outputs):
     return out
 
 
+def decisive_weights(net, seed=0, input_scale=50.0):
+    """Seeded He-initialised weights (std sqrt(2 / fan in), biases 0.1) for the learned layers,
+    the layers reading `data` divided by `input_scale`: an image-scale input then gives logits of a
+    trained net's size (about +-25), neither the near-uniform softmax of the fillers (where float
+    rounding decides the argmax) nor a saturated one. Fixed layers keep their weights."""
+    rng = np.random.default_rng(seed)
+    for name, blobs in net.params.items():
+        if name.startswith(FIXED_PREFIX):
+            continue
+        for index, blob in enumerate(blobs):
+            shape = blob.data.shape
+            fan_in = blob.data.size // shape[1 if net.layer_dict[name].type == 'Deconvolution' else 0]
+            std = np.sqrt(2.0 / fan_in) if index == 0 and len(shape) > 1 else 0.1
+            blob.data[...] = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+        if 'data' in net.bottom_names[name]:
+            blobs[0].data[...] /= input_scale
+    return net
+
+
 def measure_net(net_name, args):
     """{'tile': {engine: s}, 'image': {engine: s}, 'agreement': {...}} of one deploy net."""
     deploy = deploy_file(net_name, args.dataset)
-    net = load_net(deploy, None)
+    net = decisive_weights(load_net(deploy, None))
     engines = {name: open_backend(name, net, deploy, args.threads, export_live_net) for name in BACKENDS}
     heads = [blob for blob in HEADS.values() if blob in net.blobs]
     tile = np.random.default_rng(0).standard_normal((1, 3, config.INPUT_SIZE, config.INPUT_SIZE), np.float32) * 50
@@ -100,7 +120,7 @@ def measure_net(net_name, args):
 
 
 def _print_net(net_name, result, args):
-    print('\n%s/%s, random weights, %d threads per engine' % (net_name, args.dataset, args.threads))
+    print('\n%s/%s, seeded He-init weights, %d threads per engine' % (net_name, args.dataset, args.threads))
     print('| engine | s per tile | x Caffe | s per 1024 x 2048 image | x Caffe | argmax = Caffe | max depth diff |')
     print('|---|---|---|---|---|---|---|')
     for name in BACKENDS:
