@@ -314,3 +314,27 @@ def test_make_launches_ranks_through_torchrun(tmp_path, variables, device):
             '--resume auto --out runs/depthnet_nyuv2 %s' % (ranks, device)
         ).split()
     )
+
+
+# --- a real generated net --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_generated_depthnet_gradient_stage_on_a_sample_database(tmp_path):
+    """The generated DepthNet gradient stage (a real net, 2.3 M parameters) on 2 CPU ranks for 2
+    iterations on a sample NYUv2 database: trains, and writes the run directory of one process."""
+    from data_prep import convert
+    from data_prep.sample import write_sample
+
+    write_sample('nyuv2', str(tmp_path / 'raw'), 2, 0)
+    convert.convert_split('nyuv2', str(tmp_path / 'raw'), str(tmp_path / 'db'), 'train', workers=1)
+    solver_path = os.path.join(T.REPO, 'solvers', 'depthnet_gradient_nyuv2.prototxt')
+    args = ['--solver', solver_path, '--data', tmp_path / 'db', '--iters', 2, '--batch', 1]
+    code, out = finish(torchrun(2, *args, '--out', tmp_path / 'ranks'), timeout=600)
+    assert code == 0, out
+    assert 'effective batch 2' in out
+    result = single(*args, '--out', tmp_path / 'one')
+    assert result.returncode == 0, result.stderr
+    names = lambda d: sorted(os.path.relpath(os.path.join(r, f), d) for r, _, fs in os.walk(d) for f in fs)  # noqa: E731
+    assert names(tmp_path / 'ranks') == names(tmp_path / 'one')
+    assert [r['iter'] for r in iter_rows(tmp_path / 'ranks')] == [1, 2]
