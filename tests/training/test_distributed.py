@@ -153,6 +153,14 @@ def test_without_torchrun_one_process():
     assert distributed.SINGLE.base_lr(None, 0.1, 'linear') is None  # one process: nothing scaled
 
 
+def test_learning_rate_rule_for_the_larger_batch():
+    four = distributed.World(None, 0, 4, 0, 'gloo')
+    assert four.base_lr(None, 0.1, 'none') is None  # the solver's rate untouched (the default)
+    assert four.base_lr(2e-3, 0.1, 'none') == 2e-3
+    assert four.base_lr(None, 0.1, 'linear') == pytest.approx(0.4)
+    assert four.base_lr(2e-3, 0.1, 'sqrt') == pytest.approx(4e-3)
+
+
 def _average_rank(rank, size, port, out):
     import torch.distributed as dist
 
