@@ -24,6 +24,7 @@ ENTRY_POINTS = [
     'bench.train',
     'bench.eval',
     'bench.data',
+    'bench.distributed',
     'bench.tf32_parity',
 ]
 
