@@ -23,6 +23,7 @@ ENTRY_POINTS = [
     'tools.demo',
     'bench.train',
     'bench.eval',
+    'bench.backends',
     'bench.data',
     'bench.distributed',
     'bench.tf32_parity',
