@@ -85,6 +85,15 @@ def _initialisation(parser):
         '(a linear probe; the final weights hold it)',
     )
     parser.add_argument(
+        '--probe-depth',
+        type=int,
+        default=0,
+        metavar='N',
+        help='demo only: after training, fit the last depth layer refine_conv5 by ridge regression '
+        'on the refine_conv4 features of the first N training images, each resized whole to the input as '
+        '`tools.evaluate --mode resize` does (tools/training/depth_fit.py)',
+    )
+    parser.add_argument(
         '--filler',
         choices=FILLERS,
         default='as-generated',

@@ -42,6 +42,7 @@ from tools.core.protos import read_net, read_solver  # noqa: E402
 from tools.training import classifier_init, data_checks, guard, plot, snapshots, solver_config, surgery  # noqa: E402
 from tools.training import distributed as parallel  # noqa: E402
 from tools.training import run_dir as rundir  # noqa: E402
+from tools.training.depth_fit import data_params, fit_last_depth_layer  # noqa: E402
 from tools.training.log import LOG_FILE, TrainLog, format_losses  # noqa: E402
 
 
@@ -65,6 +66,7 @@ class TrainOptions:
     base_lr: float = None
     init_classifier: int = 0
     probe_classifier: int = 0
+    probe_depth: int = 0
     filler: str = 'as-generated'
     solver_type: str = None
     loss_weight: list = dataclasses.field(default_factory=list)
@@ -230,6 +232,18 @@ def fit_classifier(net, train_net_path, batches, say):
     accuracy = classifier_init.init_classifier(net, twin, batches, say)
     del twin
     return dict(batches=batches, pixel_accuracy=accuracy)
+
+
+def fit_depth(net, train_net_path, batches, say):
+    """--probe-depth (demo only): refine_conv5 by ridge regression on the refine_conv4 features
+    of a TEST-phase twin of the train net that shares its weights (tools.training.depth_fit)."""
+    if 'refine_conv5' not in net.params:
+        raise ToolError('--probe-depth: the net has no refining net (refine_conv5)')
+    twin = caffe.Net(train_net_path, caffe.TEST)
+    twin.share_with(net)
+    result = fit_last_depth_layer(net, twin, data_params(read_net(train_net_path)), batches, say)
+    del twin
+    return result
 
 
 def check_init_flags(options, stages):
@@ -453,8 +467,12 @@ class StageRun:
         if options.probe_classifier:
             probe = fit_classifier(self.net, self.param.train_net, options.probe_classifier, tqdm.write)
             self.log.write('probe', stage=self.stage.name, iter=solver.iter, **probe)
+        if options.probe_depth:
+            probe = fit_depth(self.net, self.param.train_net, options.probe_depth, tqdm.write)
+            self.log.write('probe_depth', stage=self.stage.name, iter=solver.iter, **probe)
         if (
             options.probe_classifier
+            or options.probe_depth
             or self.last_snapshot is None
             or snapshot_iteration(self.last_snapshot) != solver.iter
         ):
