@@ -114,7 +114,8 @@ def test_a_diverging_run_names_a_finite_snapshot(tmp_path):
     states = [f for f in snapshot_files(run) if f.endswith('.solverstate')]
     assert states and all(snapshots.problem(str(run / 'snapshots' / f)) is None for f in states)
     assert os.path.basename(named) == max(states, key=snapshots.iteration)
-    assert train_process('--solver', solver, '--out', run, '--resume', named).returncode == EXIT_BAD_INPUT  # 50 != 1e-9
+    refused = train_process('--solver', solver, '--out', run, '--resume', named, '--base-lr', 1e-9)
+    assert refused.returncode == EXIT_BAD_INPUT and '--base-lr was [50.0], now [1e-09]' in refused.stderr
     resumed = train_process('--solver', solver, '--out', run, '--resume', named, '--base-lr', 1e-9, '--allow-changes')
     assert resumed.returncode in (0, EXIT_NONFINITE), resumed.stderr
     assert events(run, 'resume')[-1]['iter'] == snapshots.iteration(named)
@@ -123,10 +124,10 @@ def test_a_diverging_run_names_a_finite_snapshot(tmp_path):
 # --- torn and poisoned snapshots ----------------------------------------------------------
 
 
-def stopped_run(tmp_path):
+def stopped_run(tmp_path, *options):
     """A run stopped at iteration 6 with snapshots at 2, 4 and 6."""
     solver, run = toy_solver(tmp_path), tmp_path / 'run'
-    assert run_main('--solver', solver, '--out', run, '--snapshot-every', 2, '--inject-stop-at', 6) == EXIT_SIGINT
+    assert run_main('--solver', solver, '--out', run, '--snapshot-every', 2, '--inject-stop-at', 6, *options) == 130
     return solver, run
 
 
@@ -269,8 +270,9 @@ def test_a_second_training_into_the_same_out_is_refused(tmp_path):
 
 def test_resuming_with_other_settings(tmp_path, capsys):
     """Other settings on resume: refused listing each difference, nothing rewritten; allowed
-    with --allow-changes, which run.json's history and the log record."""
-    solver, run = stopped_run(tmp_path)
+    with --allow-changes, which run.json's history and the log record. Options not given on
+    resume are the recorded ones."""
+    solver, run = stopped_run(tmp_path, '--loss-weight', 'loss_seg=500', '--iters', 12)
     kept = {name: (run / name).read_bytes() for name in ('solver.prototxt', 'train.prototxt', 'run.json')}
     capsys.readouterr()
     assert run_main('--solver', solver, '--out', run, '--resume', 'auto', '--batch', 3, '--seed', 5) == EXIT_BAD_INPUT
@@ -284,6 +286,8 @@ def test_resuming_with_other_settings(tmp_path, capsys):
     assert record['settings']['seed'] == 5 and record['history'][-1]['changes'] == {'--seed': [1, 5]}
     assert events(run, 'settings_changed')[-1]['changes'] == {'--seed': [1, 5]}
     assert run_main('--solver', solver, '--out', run, '--resume', 'auto', '--seed', 5) == 0  # now the recorded one
+    assert len(json.loads((run / 'run.json').read_text())['history']) == 1
+    assert 'loss_weight: 500' in (run / 'train.prototxt').read_text()  # not given on resume: the recorded one
 
 
 # --- the wrong dataset ----------------------------------------------------------------------

@@ -134,6 +134,7 @@ def test_one_iteration_of_a2_from_the_inits(cityscapes_db, tmp_path):
             '0',
             '--resume',
             'auto',
+            '--allow-changes',  # 2 iterations instead of 1 (the inits, not given, are the recorded ones)
         ),
         env=T.subprocess_env(),
         cwd=T.REPO,

@@ -570,7 +570,7 @@ def train(options, stages=None):
     os.makedirs(run_dir, exist_ok=True)
     held = rundir.lock(run_dir)
     try:
-        changes = open_run(options, run_dir, stages)
+        options, changes = open_run(options, run_dir, stages)
         return train_stages(options, stages, run_dir, changes, world)
     finally:
         rundir.unlock(held)
@@ -578,18 +578,20 @@ def train(options, stages=None):
 
 def open_run(options, run_dir, stages):
     """Refuse a run directory that holds a run unless resuming; record or compare its
-    settings (`tools.training.run_dir`). Returns the changes allowed by --allow-changes."""
+    settings (`tools.training.run_dir`). Returns (the options, with the recorded value of each
+    defining option not given when resuming, the changes allowed by --allow-changes)."""
     dirs = [stage_dir(run_dir, stages, s) for s in stages]
     trained = any(snapshots.any_snapshot(d) or read_done(d) for d in dirs)
     if options.resume is None and trained:
         raise ToolError('%s already holds a run: pass --resume auto to continue it, or choose another --out' % run_dir)
+    options = rundir.inherit(run_dir, options, trained)
     solvers = [read_solver(s.solver) for s in stages]
     resolved = dict(  # a default given explicitly is no change
         iters=[options.iters or p.max_iter for p in solvers],
         base_lr=[options.base_lr or p.base_lr for p in solvers],
         solver_type=[options.solver_type or p.type for p in solvers],
     )
-    return rundir.check_settings(run_dir, options, trained, options.allow_changes, resolved)
+    return options, rundir.check_settings(run_dir, options, trained, options.allow_changes, resolved)
 
 
 def train_stages(options, stages, run_dir, changes=(), world=parallel.SINGLE):

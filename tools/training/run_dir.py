@@ -5,10 +5,13 @@
   stale by construction (the kernel drops a flock with its process).
 - `RUN/run.json` records the settings that define what is trained (`DEFINING`: the nets, the
   data, the schedule, the inits; not the device, the console or the snapshot interval) at the
-  first start. Resuming with different ones is refused with every difference listed, unless
-  `allow_changes`: then the file's `history` (and the caller's log) records the change.
+  first start. A resumed run continues with them: an option not given (no `--data`, no
+  `--init-deeplab`, ...) takes the recorded value (`inherit`); one given with another value is
+  refused with every difference listed, unless `allow_changes`: then the file's `history` (and
+  the caller's log) records the change.
 """
 
+import dataclasses
 import json
 import os
 import time
@@ -87,6 +90,26 @@ def _write(path, record):
     os.replace(temporary, path)
 
 
+def _unset(name, value):
+    """Whether a TrainOptions field holds its not-given value (None, an empty list, 0 batches)."""
+    if name in ('init_classifier', 'probe_classifier'):
+        return not value
+    return value is None or (isinstance(value, (list, tuple, dict)) and not value)
+
+
+def inherit(run_dir, options, trained):
+    """`options` with every defining option that was not given taken from the run's record
+    (only when resuming a run that has one): `--resume auto` alone continues the same run."""
+    path = os.path.join(run_dir, SETTINGS)
+    if not trained or not os.path.isfile(path):
+        return options
+    given = _read(path).get('given', {})
+    taken = {n: given[n] for n in DEFINING if _unset(n, getattr(options, n, None)) and not _unset(n, given.get(n))}
+    if 'loss_weight' in taken:
+        taken['loss_weight'] = list(taken['loss_weight'].items())
+    return dataclasses.replace(options, **taken) if taken else options
+
+
 def _flag(name):
     return '--' + name.replace('_', '-')
 
@@ -105,7 +128,8 @@ def check_settings(run_dir, options, trained, allow_changes=False, resolved=None
     path = os.path.join(run_dir, SETTINGS)
     current = dict(settings(options), **(resolved or {}))
     if not trained or not os.path.isfile(path):
-        _write(path, dict(settings=current, history=[], started=time.strftime('%Y-%m-%d %H:%M:%S')))
+        record = dict(settings=current, given=settings(options), history=[])
+        _write(path, dict(record, started=time.strftime('%Y-%m-%d %H:%M:%S')))
         return []
     record = _read(path)
     diffs = differences(record['settings'], current)
@@ -119,6 +143,6 @@ def check_settings(run_dir, options, trained, allow_changes=False, resolved=None
         record['history'].append(
             dict(time=time.strftime('%Y-%m-%d %H:%M:%S'), changes={f: [was, now] for f, was, now in diffs})
         )
-        record['settings'] = current
+        record['settings'], record['given'] = current, settings(options)
         _write(path, record)
     return diffs
