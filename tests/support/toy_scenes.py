@@ -18,6 +18,7 @@ from caffe import params as P
 from caffe.proto import caffe_pb2
 
 from netgen import blocks as B
+from netgen.fixed_weights import write_fixed_blobs
 from tests.support import ROOT as REPO
 from tools.core import protos as caffemodel
 
@@ -156,6 +157,7 @@ def write_solver(directory, name, net_proto, base_lr=0.01, lr_policy='poly', max
     """`directory`/<name>.prototxt (the solver) and <name>_train.prototxt; returns the solver."""
     os.makedirs(directory, exist_ok=True)
     net_path = os.path.join(directory, name + '_train.prototxt')
+    write_fixed_blobs(net_proto)  # fixed layers carry their weights, as in the generated nets
     with open(net_path, 'w') as f:
         f.write(str(net_proto))
     path = os.path.join(directory, name + '.prototxt')
@@ -194,6 +196,7 @@ def mini_vgg_aspp(num_classes=3, global_net=True):
 
 def make_net(proto, directory, name='net', phase=caffe.TEST):
     path = os.path.join(directory, name + '.prototxt')
+    write_fixed_blobs(proto)
     with open(path, 'w') as f:
         f.write(str(proto))
     return caffe.Net(path, phase)
