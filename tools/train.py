@@ -14,10 +14,12 @@ import dataclasses
 import os
 import sys
 
-from tools.core import run_cli
-from tools.training import run
-from tools.training.distributed import LR_SCALING
-from tools.training.solver_config import FILLERS
+from tools.core import interruptible_imports, run_cli
+
+with interruptible_imports(__name__):  # Ctrl-C / SIGTERM while Caffe loads: one line, exit 130 / 143
+    from tools.training import run
+    from tools.training.distributed import LR_SCALING
+    from tools.training.solver_config import FILLERS
 
 
 def loss_weight(text):

@@ -237,6 +237,22 @@ def test_a_kill_during_a_snapshot(tmp_path, killed_at):
     assert all(snapshots.problem(p) is None for p in snapshots.states(str(run)))
 
 
+@pytest.mark.parametrize(
+    'signum, status, line',
+    [(signal.SIGINT, 130, 'interrupted (SIGINT)'), (signal.SIGTERM, 143, 'terminated (SIGTERM)')],
+)
+def test_a_signal_while_caffe_loads(tmp_path, signum, status, line):
+    """Ctrl-C or SIGTERM before training starts (Caffe still importing): one line, no
+    traceback, nothing written."""
+    solver, run = toy_solver(tmp_path), tmp_path / 'run'
+    proc = start_training('--solver', solver, '--out', run)
+    time.sleep(0.3)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == status and err.strip() == line, err
+    assert not run.exists()
+
+
 # --- two trainings, other settings ------------------------------------------------------
 
 

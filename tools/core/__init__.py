@@ -33,9 +33,15 @@ class Terminated(KeyboardInterrupt):
 
 
 def raise_on_sigterm():
-    """From now on SIGTERM raises `Terminated` instead of killing the process outright."""
+    """From now on SIGTERM raises `Terminated` instead of killing the process outright (in
+    this process only: a forked child, e.g. a data worker, dies of it as by default)."""
+    pid = os.getpid()
 
     def handler(signum, frame):
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         raise Terminated()
 
     signal.signal(signal.SIGTERM, handler)
