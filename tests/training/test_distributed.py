@@ -8,12 +8,14 @@ every rank's normaliser is the same share of the global one, so the database has
 label pixel and no crop is padded (docs/TRAINING.md). No dropout: each rank draws its own masks.
 """
 
+import glob
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import caffe
@@ -295,6 +297,9 @@ def test_a_killed_rank_ends_the_job_with_a_message(database, tmp_path):
     wait_for_rows(tmp_path / 'run', 3)
     os.kill(pids[1], signal.SIGKILL)
     code, out = finish(process, timeout=120)  # no hang
+    for leftover in glob.glob(os.path.join(tempfile.gettempdir(), 'hybridnet-rank1-*')):  # the killed rank's
+        if str(tmp_path) in open(os.path.join(leftover, 'train_log.jsonl')).read():
+            shutil.rmtree(leftover)
     assert code != 0
     assert 'error: rank 0 of 2' in out or 'exitcode  : -9' in out, out
 
