@@ -48,7 +48,7 @@ def patched(tmp_path_factory):
 def test_cuda_patches_exist_and_say_why():
     names = [os.path.basename(p) for p in CUDA_PATCHES]
     for needed in ('cuda13-device-query', 'fork-layers-gpu-link', 'relu-gpu-no-host-copy',
-                   'tf32-cublas', 'multigpu-p2psync'):
+                   'tf32-cublas', 'multigpu-p2psync', 'cudnn9'):
         assert any(needed in n for n in names), (needed, names)
     for p in CUDA_PATCHES:
         first = open(p).readline()
@@ -146,9 +146,10 @@ def test_cuda_wheels_are_pinned_to_cuda_13():
     lines = [l.strip() for l in open(os.path.join(THIRD, 'requirements-cuda.txt'))
              if l.strip() and not l.startswith('#')]
     pins = dict(l.split('==') for l in lines)
-    assert set(pins) == {'nvidia-cublas', 'nvidia-curand'}
+    assert set(pins) == {'nvidia-cublas', 'nvidia-curand', 'nvidia-cudnn-cu13'}
     assert pins['nvidia-cublas'].startswith('13.0.')
     assert pins['nvidia-curand'].startswith('10.4.0.')
+    assert re.fullmatch(r'9\.\d+\.\d+\.\d+', pins['nvidia-cudnn-cu13'])   # exact, cuDNN 9
 
 
 @pytest.mark.parametrize('script', ['scripts/setup.sh', 'bench/device_check.sh',
@@ -161,7 +162,7 @@ def test_setup_keeps_the_cpu_cache_key_free_of_cuda_files():
     """The CPU key hashes patches/*.patch (not patches/cuda/) and Makefile.config.in; CUDA
     settings are appended for the CUDA variant only."""
     text = open(os.path.join(ROOT, 'scripts', 'setup.sh')).read()
-    key = text[text.index('KEY=$('):text.index('PREFIX=$CACHE/caffe-$VARIANT-$KEY')]
+    key = text[text.index('KEY=$('):text.index('PREFIX=$CACHE/caffe-$NAME-$KEY')]
     cuda_part = key[key.index('if [ "$VARIANT" = cuda ]'):]
     assert 'patches/cuda' in cuda_part and 'requirements-cuda.txt' in cuda_part
     assert 'patches/cuda' not in key[:key.index('if [ "$VARIANT" = cuda ]')]
@@ -245,8 +246,8 @@ def test_gpu_bundle_holds_what_the_device_check_needs(cuda_prefix, tmp_path):
     libs = {n.split('/')[-1] for n in names if n.startswith(b + 'lib/')}
     for debian in ('libglog.so.1', 'libprotobuf.so.32', 'libopenblas.so.0'):
         assert any(l.startswith(debian.split('.so')[0]) for l in libs), (debian, libs)
-    assert not any(l.startswith(('libcublas', 'libcurand', 'libcudart', 'libc.so', 'libstdc++', 'libresolv'))
-                   for l in libs), libs
+    assert not any(l.startswith(('libcublas', 'libcurand', 'libcudart', 'libcudnn', 'libc.so',
+                                 'libstdc++', 'libresolv')) for l in libs), libs
     assert out.stat().st_size < 60 * 2 ** 20    # the device tool carries at most 64 MiB
     # The bundle's tool runs here (no GPU needed for --version) with only lib/ + CUDA's.
     x = tmp_path / 'x'

@@ -1,0 +1,429 @@
+"""cuDNN 9 in the CUDA variant (issue 16), without a GPU.
+
+Always run (needs the sdist in the cache, which `make setup` downloads, and g++): patch
+cuda/15-cudnn9 applies after the others and leaves none of the v7 calls cuDNN 8 removed;
+its code, cut out of the patched sources and compiled against a recording stub of the cuDNN
+API (as tests/test_gpu_build.py does for cuBLAS):
+  - CAFFE_TF32 picks the convolution math type: CUDNN_FMA_MATH (true FP32) when unset, ""
+    or "0", CUDNN_TENSOR_OP_MATH (TF32) otherwise, set on every convolution descriptor,
+    with the layer's dilation;
+  - the algorithms come from cudnnFind* (default) or cudnnGet*_v7 (CAFFE_CUDNN_ALGO=
+    heuristic): the fastest that succeeded within CAFFE_CUDNN_WORKSPACE_MB (1024 MiB by
+    default), else the zero-workspace algorithm;
+  - the layer factory hands DEFAULT engines to cuDNN only in GPU mode and not with
+    CAFFE_CUDNN=0.
+Run when the cuDNN build is in the cache (`make setup CAFFE_GPU=1`): libcaffe, the tool and
+pycaffe resolve libcudnn.so.9 from the cache entry's wheel without LD_LIBRARY_PATH; the
+library imports the cuDNN 8/9 entry points and none of the removed ones; the wheel's cuDNN
+loads and reports the pinned version (no GPU needed for cudnnGetVersion).
+Needs a GPU (skips saying so): the same DummyData training step with cuDNN (FP32) and with
+CAFFE_CUDNN=0 gives the same loss within 1e-4.
+"""
+import ctypes
+import glob
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+THIRD = os.path.join(ROOT, 'third_party', 'caffe')
+CACHE = os.path.expanduser(os.environ.get('HYBRIDNET_CACHE', '~/.cache/hybridnet-caffe'))
+SDIST = os.path.join(CACHE, 'downloads', 'brocolli-caffe-9.0.2.tar.gz')
+PATCHES = (sorted(glob.glob(os.path.join(THIRD, 'patches', '*.patch'))) +
+           sorted(glob.glob(os.path.join(THIRD, 'patches', 'cuda', '*.patch'))))
+CUDNN_PATCH = os.path.join(THIRD, 'patches', 'cuda', '15-cudnn9.patch')
+
+# cuDNN's values (cudnn_graph.h / cudnn_ops.h of cuDNN 9).
+DEFAULT_MATH, TENSOR_OP_MATH, FMA_MATH = 0, 1, 3
+
+
+@pytest.fixture(scope='module')
+def patched(tmp_path_factory):
+    """The sdist unpacked, every common then CUDA patch applied in order."""
+    if not os.path.exists(SDIST):
+        pytest.skip('no sdist at %s: run make setup (it downloads it)' % SDIST)
+    tree = tmp_path_factory.mktemp('caffe-cudnn-src')
+    with tarfile.open(SDIST) as tar:
+        top = tar.getmembers()[0].name.split('/')[0]
+        tar.extractall(tree, filter='data')
+    src = tree / top
+    for p in PATCHES:
+        with open(p) as f:
+            r = subprocess.run(['patch', '-p1', '--forward', '--batch'], cwd=src, stdin=f,
+                               capture_output=True, text=True)
+        assert r.returncode == 0, '%s does not apply:\n%s%s' % (p, r.stdout, r.stderr)
+    return src
+
+
+def test_cudnn_patch_is_there_and_says_why():
+    assert os.path.exists(CUDNN_PATCH)
+    head = [l for l in open(CUDNN_PATCH) if l.startswith('#')]
+    text = ''.join(head)
+    for why in ('cudnnFindConvolution', 'CAFFE_TF32', 'CUDNN_FMA_MATH', 'CAFFE_CUDNN=0'):
+        assert why in text, why
+
+
+def test_no_removed_v7_cudnn_call_is_left(patched):
+    sources = [p for p in glob.glob(str(patched / 'src/caffe/**/*.c*'), recursive=True) +
+               glob.glob(str(patched / 'include/caffe/**/*.hpp'), recursive=True)
+               if 'cudnn' in open(p, errors='replace').read()]
+    removed = re.compile(r'cudnnGetConvolution(Forward|BackwardFilter|BackwardData)Algorithm\(|'
+                         r'_SPECIFY_WORKSPACE_LIMIT|_PREFER_FASTEST')
+    for path in sources:
+        if '/test/' in path:
+            continue   # Caffe's own gtest sources are not built
+        code = [l for l in open(path) if not l.strip().startswith(('//', '*', '/*'))]
+        hits = [l for l in code if removed.search(l)]
+        assert not hits, (path, hits)
+    header = (patched / 'include/caffe/util/cudnn.hpp').read_text()
+    assert 'inline const char* cudnnGetErrorString' not in header   # cuDNN's own is used
+    conv = (patched / 'src/caffe/layers/cudnn_conv_layer.cpp').read_text()
+    assert 'cudnn::ChooseConvolutionAlgorithms(' in conv
+    assert 'dilation_data[0], dilation_data[1]' in conv
+
+
+def _block(text, start, end):
+    i = text.index(start)
+    return text[i:text.index(end, i)]
+
+
+STUB = r'''
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+// --- a recording stub of the cuDNN API the patch calls (values as in cuDNN 9) ---
+#define CUDNN_VERSION 91300
+#define CUDNN_VERSION_MIN(major, minor, patch) \
+    (CUDNN_VERSION >= (major * 1000 + minor * 100 + patch))
+typedef struct Opaque* cudnnHandle_t;
+typedef struct Opaque* cudnnTensorDescriptor_t;
+typedef struct Opaque* cudnnFilterDescriptor_t;
+typedef struct Opaque* cudnnConvolutionDescriptor_t;
+typedef enum { CUDNN_STATUS_SUCCESS = 0, CUDNN_STATUS_NOT_SUPPORTED = 3000 } cudnnStatus_t;
+typedef enum { CUDNN_DEFAULT_MATH = 0, CUDNN_TENSOR_OP_MATH = 1,
+               CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION = 2, CUDNN_FMA_MATH = 3 } cudnnMathType_t;
+typedef enum { CUDNN_CONVOLUTION = 0, CUDNN_CROSS_CORRELATION = 1 } cudnnConvolutionMode_t;
+typedef enum { CUDNN_DATA_FLOAT = 0, CUDNN_DATA_DOUBLE = 1 } cudnnDataType_t;
+typedef enum { CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM = 0, CUDNN_CONVOLUTION_FWD_ALGO_COUNT = 8 } cudnnConvolutionFwdAlgo_t;
+typedef enum { CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0 = 0, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT = 7 } cudnnConvolutionBwdFilterAlgo_t;
+typedef enum { CUDNN_CONVOLUTION_BWD_DATA_ALGO_0 = 0, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT = 6 } cudnnConvolutionBwdDataAlgo_t;
+#define PERF(Name, Algo) typedef struct { Algo algo; cudnnStatus_t status; float time; \
+    size_t memory; int determinism; cudnnMathType_t mathType; int reserved[3]; } Name;
+PERF(cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t)
+PERF(cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t)
+PERF(cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t)
+
+static int g_math = -1, g_dil_h = -1, g_dil_w = -1;
+static std::string g_calls;
+static bool g_all_fail = false;
+// The results cuDNN returns, fastest first: algo 7 needs 2 GiB, algo 2 10 MiB, algo 1
+// failed, algo 0 none.
+static const int kAlgo[4] = {7, 2, 1, 0};
+static const size_t kMem[4] = {size_t(2) << 30, size_t(10) << 20, 0, 0};
+static size_t MemOf(int algo) { for (int k = 0; k < 4; ++k) if (kAlgo[k] == algo) return kMem[k]; return 0; }
+template <typename Perf, typename Algo> cudnnStatus_t Results(const char* who, int n, int* count, Perf* p) {
+  g_calls += who; g_calls += " ";
+  *count = n < 4 ? n : 4;
+  for (int k = 0; k < *count; ++k) {
+    p[k].algo = (Algo)kAlgo[k]; p[k].memory = kMem[k]; p[k].mathType = CUDNN_FMA_MATH;
+    p[k].status = (g_all_fail || kAlgo[k] == 1) ? CUDNN_STATUS_NOT_SUPPORTED : CUDNN_STATUS_SUCCESS;
+  }
+  return CUDNN_STATUS_SUCCESS;
+}
+#define T cudnnTensorDescriptor_t
+#define F cudnnFilterDescriptor_t
+#define C cudnnConvolutionDescriptor_t
+#define H cudnnHandle_t
+cudnnStatus_t cudnnSetConvolution2dDescriptor(C, int, int, int, int, int dh, int dw,
+    cudnnConvolutionMode_t, cudnnDataType_t) { g_dil_h = dh; g_dil_w = dw; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnSetConvolutionMathType(C, cudnnMathType_t m) { g_math = m; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnGetConvolutionForwardAlgorithmMaxCount(H, int* n) { *n = 8; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(H, int* n) { *n = 7; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithmMaxCount(H, int* n) { *n = 6; return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnFindConvolutionForwardAlgorithm(H, T, F, C, T, int n, int* c, cudnnConvolutionFwdAlgoPerf_t* p) {
+  return Results<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>("find-fwd", n, c, p); }
+cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(H, T, F, C, T, int n, int* c, cudnnConvolutionFwdAlgoPerf_t* p) {
+  return Results<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>("v7-fwd", n, c, p); }
+cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithm(H, T, T, C, F, int n, int* c, cudnnConvolutionBwdFilterAlgoPerf_t* p) {
+  return Results<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>("find-filter", n, c, p); }
+cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(H, T, T, C, F, int n, int* c, cudnnConvolutionBwdFilterAlgoPerf_t* p) {
+  return Results<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>("v7-filter", n, c, p); }
+cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithm(H, F, T, C, T, int n, int* c, cudnnConvolutionBwdDataAlgoPerf_t* p) {
+  return Results<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>("find-data", n, c, p); }
+cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(H, F, T, C, T, int n, int* c, cudnnConvolutionBwdDataAlgoPerf_t* p) {
+  return Results<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>("v7-data", n, c, p); }
+cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(H, T, F, C, T, cudnnConvolutionFwdAlgo_t a, size_t* s) { *s = MemOf(a); return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(H, T, T, C, F, cudnnConvolutionBwdFilterAlgo_t a, size_t* s) { *s = MemOf(a); return CUDNN_STATUS_SUCCESS; }
+cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(H, F, T, C, T, cudnnConvolutionBwdDataAlgo_t a, size_t* s) { *s = MemOf(a); return CUDNN_STATUS_SUCCESS; }
+// --- glog's LOG / CHECK and Caffe's CUDNN_CHECK, enough for the patch's code ---
+struct Fatal { bool on; Fatal(bool c) : on(!c) {} ~Fatal() { if (on) { std::cout << std::endl << "FATAL" << std::endl; exit(3); } }
+  template <typename X> Fatal& operator<<(const X& x) { if (on) std::cout << x; return *this; } };
+#define CHECK(c) Fatal(c) << "CHECK failed: "
+#define INFO std::cout << "LOG(INFO) "
+#define LOG(severity) severity
+#define CUDNN_CHECK(condition) do { if ((condition) != CUDNN_STATUS_SUCCESS) { std::cout << "CUDNN_CHECK failed" << std::endl; exit(4); } } while (0)
+namespace caffe { namespace cudnn {
+template <typename Dtype> struct dataType { static const cudnnDataType_t type = CUDNN_DATA_FLOAT; };
+%s
+} }
+int main(int argc, char** argv) {
+  using namespace caffe::cudnn;
+  std::string what = argv[1];
+  if (what == "desc") {
+    cudnnConvolutionDescriptor_t conv = 0;
+    setConvolutionDesc<float>(&conv, 0, 0, 1, 1, 1, 1, 2, 3);
+    std::cout << std::endl << "math " << g_math << " dilation " << g_dil_h << " " << g_dil_w << std::endl;
+    setConvolutionDesc<float>(&conv, 0, 0, 1, 1, 1, 1);  // the old signature: no dilation
+    std::cout << "math " << g_math << " dilation " << g_dil_h << " " << g_dil_w << std::endl;
+  } else {
+    g_all_fail = what == "fail";
+    cudnnConvolutionFwdAlgo_t fwd; cudnnConvolutionBwdFilterAlgo_t filt; cudnnConvolutionBwdDataAlgo_t data;
+    size_t fb = 99, kb = 99, db = 99;
+    ChooseConvolutionAlgorithms(0, 0, 0, 0, 0, WorkspaceLimitBytes(), &fwd, &fb, &filt, &kb, &data, &db, "conv1");
+    std::cout << std::endl << "calls " << g_calls << std::endl
+              << "chosen " << fwd << " " << filt << " " << data << " bytes " << fb << " " << kb << " " << db << std::endl;
+  }
+  return 0;
+}
+'''
+
+
+@pytest.fixture(scope='module')
+def cudnn_stub(patched, tmp_path_factory):
+    """The patch's cuDNN helpers (include/caffe/util/cudnn.hpp), compiled against STUB."""
+    if shutil.which('g++') is None:
+        pytest.skip('no g++')
+    header = (patched / 'include/caffe/util/cudnn.hpp').read_text()
+    code = _block(header, '// HybridNet-Caffe patch: CAFFE_TF32 governs cuDNN',
+                  'template <typename Dtype>\ninline void createPoolingDesc')
+    d = tmp_path_factory.mktemp('cudnn-stub')
+    (d / 'stub.cpp').write_text(STUB % code)
+    r = subprocess.run(['g++', '-std=c++11', '-o', str(d / 'stub'), str(d / 'stub.cpp')],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+    def run(what, **env):
+        e = {k: v for k, v in os.environ.items()
+             if k not in ('CAFFE_TF32', 'CAFFE_CUDNN_ALGO', 'CAFFE_CUDNN_WORKSPACE_MB')}
+        e.update({k: v for k, v in env.items() if v is not None})
+        return subprocess.run([str(d / 'stub'), what], env=e, capture_output=True, text=True)
+    return run
+
+
+@pytest.mark.parametrize('value', [None, '', '0'])
+def test_convolutions_run_true_fp32_unless_caffe_tf32_is_set(cudnn_stub, value):
+    out = cudnn_stub('desc', CAFFE_TF32=value).stdout
+    assert 'math %d dilation 2 3' % FMA_MATH in out
+    assert 'LOG(INFO) cuDNN math type CUDNN_FMA_MATH' in out and 'TENSOR_OP' not in out
+
+
+@pytest.mark.parametrize('value', ['1', 'yes'])
+def test_caffe_tf32_switches_cudnn_to_tensor_op_math_and_logs_it_once(cudnn_stub, value):
+    out = cudnn_stub('desc', CAFFE_TF32=value).stdout
+    assert 'math %d dilation 2 3' % TENSOR_OP_MATH in out
+    assert 'math %d dilation 1 1' % TENSOR_OP_MATH in out     # every descriptor
+    assert out.count('LOG(INFO) CAFFE_TF32=%s: cuDNN math type CUDNN_TENSOR_OP_MATH' % value) == 1
+
+
+def test_algorithms_are_benchmarked_and_the_fastest_within_1_gib_wins(cudnn_stub):
+    out = cudnn_stub('choose').stdout
+    assert 'calls find-fwd find-filter find-data' in out
+    # algo 7 (2 GiB) is over the default 1024 MiB limit, algo 2 (10 MiB) the next fastest
+    assert 'chosen 2 2 2 bytes %d %d %d' % ((10 << 20,) * 3) in out
+    assert 'cuDNN algorithms (find) for conv1: forward 2 (10 MiB)' in out
+
+
+def test_a_larger_workspace_limit_admits_the_fastest_algorithm(cudnn_stub):
+    out = cudnn_stub('choose', CAFFE_CUDNN_WORKSPACE_MB='4096').stdout
+    assert 'chosen 7 7 7 bytes %d %d %d' % ((2 << 30,) * 3) in out
+
+
+def test_heuristic_mode_asks_the_v7_queries(cudnn_stub):
+    out = cudnn_stub('choose', CAFFE_CUDNN_ALGO='heuristic').stdout
+    assert 'calls v7-fwd v7-filter v7-data' in out and 'find-' not in out
+    assert 'chosen 2 2 2' in out
+
+
+def test_without_a_fitting_result_the_zero_workspace_algorithms_are_used(cudnn_stub):
+    out = cudnn_stub('fail').stdout
+    assert 'chosen 0 0 0 bytes 0 0 0' in out
+
+
+@pytest.mark.parametrize('env', [dict(CAFFE_CUDNN_ALGO='fastest'),
+                                 dict(CAFFE_CUDNN_WORKSPACE_MB='lots')])
+def test_bad_settings_stop_with_a_message(cudnn_stub, env):
+    r = cudnn_stub('choose', **env)
+    assert r.returncode == 3 and 'CHECK failed' in r.stdout and list(env.values())[0] in r.stdout
+
+
+FACTORY_STUB = r'''
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <string>
+#define INFO std::cout << "LOG(INFO) "
+#define LOG(severity) severity
+struct Caffe { enum Brew { CPU, GPU }; static Brew m; static Brew mode() { return m; } };
+Caffe::Brew Caffe::m = Caffe::CPU;
+%s
+int main(int argc, char** argv) {
+  Caffe::m = std::string(argv[1]) == "gpu" ? Caffe::GPU : Caffe::CPU;
+  const bool cudnn = CuDNNByDefault();
+  std::cout << std::endl << "cudnn " << cudnn << std::endl;
+  return 0;
+}
+'''
+
+
+@pytest.fixture(scope='module')
+def factory(patched, tmp_path_factory):
+    if shutil.which('g++') is None:
+        pytest.skip('no g++')
+    src = (patched / 'src/caffe/layer_factory.cpp').read_text()
+    code = _block(src, 'static bool CuDNNByDefault()', '#endif')
+    d = tmp_path_factory.mktemp('factory')
+    (d / 'f.cpp').write_text(FACTORY_STUB.replace('%s', code))
+    r = subprocess.run(['g++', '-o', str(d / 'f'), str(d / 'f.cpp')], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+    def run(mode, cudnn=None):
+        e = {k: v for k, v in os.environ.items() if k != 'CAFFE_CUDNN'}
+        if cudnn is not None:
+            e['CAFFE_CUDNN'] = cudnn
+        return subprocess.run([str(d / 'f'), mode], env=e, capture_output=True, text=True,
+                              check=True).stdout
+    return run, src
+
+
+def test_default_engines_go_to_cudnn_only_in_gpu_mode(factory):
+    run, src = factory
+    assert 'cudnn 0' in run('cpu') and 'cudnn 0' in run('cpu', '1')
+    assert 'cudnn 1' in run('gpu') and 'cudnn 1' in run('gpu', '1')
+    out = run('gpu', '0')
+    assert 'cudnn 0' in out and "CAFFE_CUDNN=0: Caffe's own GPU layers" in out
+    # every engine the fork would default to cuDNN (convolution, pooling, LRN, ReLU,
+    # sigmoid, softmax, tanh) asks it
+    defaults = re.findall(r'engine = (\w+)Parameter_Engine_CUDNN;', src)
+    assert sorted(defaults) == ['Convolution', 'LRN', 'Pooling', 'ReLU', 'Sigmoid', 'Softmax', 'TanH']
+    for kind in defaults:
+        i = src.index('engine = %sParameter_Engine_CUDNN;' % kind)
+        assert 'CuDNNByDefault()' in src[i - 120:i], kind
+    # dilated convolutions are no longer kept off cuDNN (v6+ takes the dilation)
+    assert 'CUDNN_VERSION_MIN(6, 0, 0) || !use_dilation' in src
+
+
+def test_setup_builds_cudnn_by_default_and_keeps_a_separate_no_cudnn_entry():
+    text = open(os.path.join(ROOT, 'scripts', 'setup.sh')).read()
+    key = text[text.index('KEY=$('):text.index('PREFIX=$CACHE/caffe-$NAME-$KEY')]
+    assert 'echo "cudnn=$CAFFE_CUDNN"' in key[key.index('if [ "$VARIANT" = cuda ]'):]
+    assert 'CAFFE_CUDNN=${CAFFE_CUDNN:-1}' in text
+    assert '0) NAME=cuda-nocudnn; SUFFIX=-nocudnn ;;' in text
+    assert "sed -i 's/^USE_CUDNN := 0$/USE_CUDNN := 1/'" in text
+    assert "grep -v '^nvidia-cudnn'" in text
+    # the CPU key does not move: Makefile.config.in keeps USE_CUDNN := 0
+    assert 'USE_CUDNN := 0' in open(os.path.join(THIRD, 'Makefile.config.in')).read()
+
+
+# --- the cuDNN cache entry, when one was built here -------------------------------------------
+
+def _cudnn_prefix():
+    link = os.path.join(CACHE, 'current-cuda')
+    cands = [os.path.realpath(link)] if os.path.exists(os.path.join(link, '.complete')) else []
+    cands += sorted((os.path.dirname(p) for p in glob.glob(os.path.join(CACHE, 'caffe-cuda-*', '.complete'))
+                     if '-nocudnn-' not in p), key=os.path.getmtime, reverse=True)
+    for prefix in cands:
+        config = os.path.join(prefix, 'Makefile.config')
+        if os.path.exists(config) and re.search(r'^USE_CUDNN := 1$', open(config).read(), re.M):
+            return prefix
+    return None
+
+
+@pytest.fixture(scope='module')
+def cudnn_prefix():
+    prefix = _cudnn_prefix()
+    if prefix is None:
+        pytest.skip('no cuDNN build of the CUDA variant in %s: `make setup CAFFE_GPU=1` builds '
+                    'one (tens of minutes on 2 cores; CI does not)' % CACHE)
+    return prefix
+
+
+@pytest.mark.parametrize('artefact', ['build/lib/libcaffe.so', 'build/tools/caffe.bin',
+                                      'python/caffe/_caffe.so'])
+def test_cudnn_resolves_from_the_cache_entry_without_ld_library_path(cudnn_prefix, artefact):
+    env = {k: v for k, v in os.environ.items() if k != 'LD_LIBRARY_PATH'}
+    out = subprocess.run(['ldd', os.path.join(cudnn_prefix, artefact)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    assert 'not found' not in out, out
+    libs = dict(re.findall(r'^\s*(\S+) => (.*?) \(0x', out, re.M))
+    wheel = os.path.realpath(os.path.join(cudnn_prefix, 'nvidia-wheels', 'nvidia', 'cudnn', 'lib'))
+    assert os.path.realpath(libs['libcudnn.so.9']).startswith(wheel), libs['libcudnn.so.9']
+
+
+def test_libcaffe_calls_the_cudnn9_api_and_none_of_the_removed_queries(cudnn_prefix):
+    lib = os.path.join(cudnn_prefix, 'build/lib/libcaffe.so')
+    undefined = subprocess.run(['nm', '-D', '--undefined-only', lib], capture_output=True,
+                               text=True, check=True).stdout
+    imported = set(re.findall(r'\b(cudnn\w+)', undefined))
+    for needed in ('cudnnFindConvolutionForwardAlgorithm', 'cudnnFindConvolutionBackwardFilterAlgorithm',
+                   'cudnnFindConvolutionBackwardDataAlgorithm', 'cudnnGetConvolutionForwardAlgorithm_v7',
+                   'cudnnSetConvolutionMathType', 'cudnnConvolutionForward', 'cudnnGetErrorString'):
+        assert needed in imported, needed
+    for removed in ('cudnnGetConvolutionForwardAlgorithm', 'cudnnGetConvolutionBackwardFilterAlgorithm',
+                    'cudnnGetConvolutionBackwardDataAlgorithm'):
+        assert removed not in imported, removed
+    defined = subprocess.run(['nm', '-D', '-C', '--defined-only', lib], capture_output=True,
+                             text=True, check=True).stdout
+    assert 'caffe::CuDNNConvolutionLayer<float>::Forward_gpu' in defined
+    runpath = subprocess.run(['readelf', '-d', lib], capture_output=True, text=True).stdout
+    assert '$ORIGIN/../../nvidia-wheels/nvidia/cudnn/lib' in runpath
+
+
+def test_the_wheels_cudnn_loads_and_is_the_pinned_version(cudnn_prefix):
+    pin = [l.split('==')[1].strip() for l in open(os.path.join(THIRD, 'requirements-cuda.txt'))
+           if l.startswith('nvidia-cudnn-cu13==')][0]
+    major, minor, patch = (int(x) for x in pin.split('.')[:3])
+    lib = ctypes.CDLL(os.path.join(cudnn_prefix, 'nvidia-wheels', 'nvidia', 'cudnn', 'lib',
+                                   'libcudnn.so.9'))
+    lib.cudnnGetVersion.restype = ctypes.c_size_t
+    assert lib.cudnnGetVersion() == major * 10000 + minor * 100 + patch
+
+
+# --- on a GPU --------------------------------------------------------------------------------
+
+def _gpu():
+    if shutil.which('nvidia-smi') is None:
+        return 'no nvidia-smi: no NVIDIA driver on this machine'
+    r = subprocess.run(['nvidia-smi', '-L'], capture_output=True, text=True)
+    return None if r.returncode == 0 and 'GPU' in r.stdout else 'nvidia-smi finds no GPU'
+
+
+def test_cudnn_and_caffe_engines_give_the_same_training_loss_on_the_gpu(cudnn_prefix, tmp_path):
+    why = _gpu()
+    if why:
+        pytest.skip('needs a GPU (%s); bench/device_check.sh measures this on the device' % why)
+    from google.protobuf import text_format
+    from bench import caffe_cli
+    from tests.test_gpu_bench import TINY_TRAIN, _net
+    net = tmp_path / 'n.prototxt'
+    net.write_text(text_format.MessageToString(caffe_cli.dummy_data_net(_net(TINY_TRAIN))))
+    solver = tmp_path / 's.prototxt'
+    solver.write_text(caffe_cli.parity_solver(str(net), str(tmp_path / 'snap'), base_lr=0.01,
+                                              iterations=2, gpu=True))
+    tool = os.path.join(cudnn_prefix, 'build', 'tools', 'caffe')
+    os.environ.pop('CAFFE_CUDNN', None)
+    cudnn = caffe_cli.caffe_train_losses(tool, str(solver), gpu=0)[0]
+    os.environ['CAFFE_CUDNN'] = '0'
+    try:
+        own = caffe_cli.caffe_train_losses(tool, str(solver), gpu=0)[0]
+    finally:
+        del os.environ['CAFFE_CUDNN']
+    assert len(cudnn) == len(own) == 3
+    for a, b in zip(cudnn, own):
+        assert abs(a - b) <= 1e-4 * max(abs(b), 1e-12), (cudnn, own)
