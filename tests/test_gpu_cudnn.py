@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 
 import pytest
@@ -427,3 +428,191 @@ def test_cudnn_and_caffe_engines_give_the_same_training_loss_on_the_gpu(cudnn_pr
     assert len(cudnn) == len(own) == 3
     for a, b in zip(cudnn, own):
         assert abs(a - b) <= 1e-4 * max(abs(b), 1e-12), (cudnn, own)
+
+
+# --- bench/device_check.sh and its material, on the CPU ---------------------------------------
+# The device run cannot be rehearsed here, but its parts can: the script parses, its Python
+# parses, the parity and learning programs run against the CPU caffe (the same programs the
+# device runs against the GPU), and `gpu_bundle.sh --material` writes nets the CPU caffe
+# trains.
+
+DEVICE_CHECK = os.path.join(ROOT, 'bench', 'device_check.sh')
+CPU_CAFFE = os.path.join(ROOT, '.venv', 'bin', 'caffe')
+
+
+def _device_python():
+    """{file name: source} of the programs device_check.sh writes (`cat >"$W/x.py" <<'PY'`)."""
+    text = open(DEVICE_CHECK).read()
+    return dict(re.findall(r"cat >\"\$W/(\w+\.py)\" <<'PY'\n(.*?)\nPY\n", text, re.S))
+
+
+def test_device_check_parses_and_its_python_compiles():
+    subprocess.run(['bash', '-n', DEVICE_CHECK], check=True)
+    programs = _device_python()
+    assert set(programs) == {'parity.py', 'speed.py', 'learn.py'}
+    for name, source in programs.items():
+        compile(source, name, 'exec')
+    text = open(DEVICE_CHECK).read()
+    for step in ('parity', 'speed', 'learn', 'layers_aspp', 'tf32_parity_aspp', 'tf32_parity_a2', 'ddp'):
+        assert re.search(r'^step %s \d+ ' % step, text, re.M), step
+    # the device tool brings back at most 8 files from $OUT
+    published = re.search(r'for f in ([^;]+); do\n    \[ -f "\$RES/\$f" \]', text).group(1).split()
+    assert len(published) + 2 <= 8    # + summary.txt, results.tgz
+
+
+@pytest.fixture
+def device_program(tmp_path):
+    def load(name):
+        path = tmp_path / name
+        path.write_text(_device_python()[name])
+        return str(path)
+    return load
+
+
+def _need_cpu_caffe():
+    if not os.path.exists(CPU_CAFFE):
+        pytest.skip('no CPU caffe at %s: run make setup' % CPU_CAFFE)
+
+
+TINY_NET = '''name: "tiny"
+layer { name: "data" type: "DummyData" top: "data" top: "label"
+  dummy_data_param { data_filler { type: "gaussian" std: 10 } data_filler { type: "uniform" min: 0 max: 2.999 }
+    shape { dim: 2 dim: 3 dim: 17 dim: 17 } shape { dim: 2 dim: 1 dim: 9 dim: 9 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" param { lr_mult: 1 } param { lr_mult: 2 }
+  convolution_param { num_output: 8 kernel_size: 3 pad: 2 dilation: 2
+    weight_filler { type: "gaussian" std: 0.1 } bias_filler { type: "constant" value: 0.1 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "score" type: "Convolution" bottom: "pool1" top: "score" param { lr_mult: 10 } param { lr_mult: 0 }
+  convolution_param { num_output: 3 kernel_size: 1 weight_filler { type: "gaussian" std: 0.1 } } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss" loss_weight: 3 }
+'''
+
+
+def test_parity_program_recovers_every_gradient_from_the_snapshots(device_program, tmp_path):
+    """parity.py's gradients ((w0 - w1) / (lr * lr_mult) from its snapshots) are pycaffe's
+    backward diffs of the same net, seed and batch; a repeated CPU run differs by 0."""
+    _need_cpu_caffe()
+    import importlib.util
+    import numpy as np
+    import caffe
+    spec = importlib.util.spec_from_file_location('parity', device_program('parity.py'))
+    parity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parity)
+    net = tmp_path / 'tiny.prototxt'
+    net.write_text(TINY_NET)
+    parity.VARIANTS = [('cpu', False, {}), ('cpu_again', False, {'CAFFE_CUDNN': '0'})]
+    out = tmp_path / 'parity.json'
+    assert parity.main(['--caffe', CPU_CAFFE, '--net', 'tiny=%s' % net, '--workdir', str(tmp_path / 'w'),
+                        '--json', str(out)]) == 0
+    import json
+    report = json.load(open(out))['nets']['tiny']
+    assert 'error' not in report, report
+    again = report['variants']['cpu_again']
+    assert again['grad']['overall'] == 0.0 and again['grad']['blobs'] == 3   # score's bias: lr_mult 0
+    assert again['fp32_within_tol'] is True and again['loss_rel'] == {'loss': 0.0}
+    # the same step in pycaffe: same seed, so same data and weights
+    solver = tmp_path / 'w' / 'tiny' / 'cpu.solver.prototxt'
+    caffe.set_mode_cpu()
+    s = caffe.SGDSolver(str(solver))
+    s.net.forward()
+    s.net.backward()
+    loss = 3 * float(s.net.blobs['loss'].data)            # loss_weight 3
+    assert abs(loss - report['variants']['cpu']['losses']['loss']) <= 1e-5 * abs(loss)
+    # w0 and w1 of a fresh pair of runs, read by the program's own parser
+    w0 = parity.read_caffemodel(parity.caffe_step(CPU_CAFFE, str(net), str(tmp_path / 'v'), 'w0', False, {},
+                                                  1e6, 1, iters=0)['model'])
+    w1 = parity.read_caffemodel(parity.caffe_step(CPU_CAFFE, str(net), str(tmp_path / 'v'), 'cpu', False, {},
+                                                  1e6, 1)['model'])
+    for layer, k, lr_mult in (('conv1', 0, 1), ('conv1', 1, 2), ('score', 0, 10)):
+        grad = (w0[(layer, k)] - w1[(layer, k)]) / (1e6 * lr_mult)
+        diff = s.net.params[layer][k].diff.ravel().astype(np.float64)
+        assert np.allclose(grad, diff, rtol=1e-4, atol=1e-6 * np.abs(diff).max()), (layer, k)
+        assert np.allclose(w0[(layer, k)], s.net.params[layer][k].data.ravel(), rtol=0, atol=0)
+
+
+def test_learning_program_reads_falling_losses(device_program, tmp_path):
+    """learn.py on the CPU: a tiny net on an HDF5 set (the device's data path) learns, and the
+    program says so from caffe's log."""
+    _need_cpu_caffe()
+    import json
+    import h5py
+    import numpy as np
+    rng = np.random.default_rng(0)
+    data = rng.normal(0, 1, (8, 3, 9, 9)).astype(np.float32)
+    label = (data[:, :1] > 0).astype(np.float32)          # learnable: the sign of channel 0
+    with h5py.File(tmp_path / 'set.h5', 'w') as f:
+        f.create_dataset('data', data=data, compression='gzip', shuffle=True)
+        f.create_dataset('label', data=label)
+    (tmp_path / 'list.txt').write_text(str(tmp_path / 'set.h5') + '\n')
+    (tmp_path / 'net.prototxt').write_text('''name: "learn"
+layer { name: "d" type: "HDF5Data" top: "data" top: "label" hdf5_data_param { source: "%s" batch_size: 4 } }
+layer { name: "score" type: "Convolution" bottom: "data" top: "score"
+  convolution_param { num_output: 2 kernel_size: 1 weight_filler { type: "gaussian" std: 0.01 } } }
+layer { name: "loss_seg" type: "SoftmaxWithLoss" bottom: "score" bottom: "label" top: "loss_seg" }
+''' % (tmp_path / 'list.txt'))
+    out = tmp_path / 'learn.json'
+    r = subprocess.run([sys.executable, device_program('learn.py'), '--caffe', CPU_CAFFE, '--cpu',
+                        '--net', str(tmp_path / 'net.prototxt'), '--iters', '60', '--display', '5',
+                        '--lr', '0.1', '--json', str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.load(open(out))
+    assert [d['iter'] for d in result['displays']] == list(range(0, 60, 5))
+    assert result['falls'] == {'loss': True, 'loss_seg': True}, result['first_last']
+    assert 'learn loss_seg' in r.stdout and 'falls' in r.stdout
+
+
+def test_speed_program_reads_caffe_iteration_times_and_finds_the_converter(device_program):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('speed', device_program('speed.py'))
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    log = ('I1203 13:41:07.100000 12345 solver.cpp:218] Iteration 0 (0 iter/s, 1.2s/1 iters), loss = 3\n'
+           'I1203 13:41:07.100100 12345 solver.cpp:237]     Train net output #0: loss = 3\n'
+           'I1203 13:41:07.150000 12345 solver.cpp:218] Iteration 1 (20 iter/s, 0.05s/1 iters), loss = 2\n'
+           'I1203 13:41:07.210000 12345 solver.cpp:218] Iteration 2 (16 iter/s, 0.06s/1 iters), loss = 1\n'
+           # glog >= 0.6 (Debian 12's) writes the year too
+           'I20261203 13:41:07.250000 12345 solver.cpp:231] Iteration 3, loss = 0.5\n')
+    stamps = [(int(it), float(s)) for _, _, s, it in speed.STAMP.findall(log)]
+    assert stamps == [(0, 7.1), (1, 7.15), (2, 7.21), (3, 7.25)]
+    assert callable(speed.find_attr('CaffeNet', ['tools.caffe_to_torch']))
+    assert callable(speed.find_attr('read_prototxt', ['tools.caffemodel']))
+
+
+@pytest.mark.slow
+def test_bundle_material_trains_on_the_cpu_caffe(tmp_path):
+    """`gpu_bundle.sh --material` (batch 1 here, 7 in the bundle): DummyData parity nets
+    without Dropout, and A2's training net on the HDF5 learning set with the fixed_* weights,
+    which the CPU caffe trains for two iterations with finite losses."""
+    _need_cpu_caffe()
+    env = dict(os.environ, BATCH='1', PARITY_BATCH='1', LEARN_BATCHES='2')
+    r = subprocess.run(['bash', os.path.join(ROOT, 'bench', 'gpu_bundle.sh'), '--material', str(tmp_path)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'fixed layers fixed_up2_refine' in r.stdout
+    for name in ('a2', 'deeplab_aspp'):
+        text = (tmp_path / 'nets' / ('%s.gradparity.prototxt' % name)).read_text()
+        assert 'Dropout' not in text and 'DummyData' in text
+    import h5py
+    with h5py.File(tmp_path / 'learn' / 'a2_sample.h5') as f:
+        assert {k: f[k].shape for k in f} == {'data': (2, 3, 321, 321), 'label': (2, 1, 41, 41),
+                                              'depth_gt_81': (2, 1, 81, 81)}
+    (tmp_path / 'list.txt').write_text(str(tmp_path / 'learn' / 'a2_sample.h5') + '\n')
+    net = tmp_path / 'learn.prototxt'
+    net.write_text((tmp_path / 'nets' / 'a2.learn.prototxt').read_text().replace('@LEARN_LIST@',
+                                                                                 str(tmp_path / 'list.txt')))
+    learn = tmp_path / 'learn.py'
+    learn.write_text(_device_python()['learn.py'])
+    out = tmp_path / 'learn.json'
+    r = subprocess.run([sys.executable, str(learn), '--caffe', CPU_CAFFE, '--cpu', '--net', str(net),
+                        '--weights', str(tmp_path / 'learn' / 'a2_fixed.caffemodel'), '--iters', '2',
+                        '--display', '1', '--json', str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    import json
+    import math
+    result = json.load(open(out))
+    assert [d['iter'] for d in result['displays']] == [0, 1]
+    for d in result['displays']:
+        assert math.isfinite(d['loss']) and 'loss_seg' in d['terms'], d
+    log = open(str(out)[:-5] + '.caffe.log').read()
+    assert 'Copying source layer fixed_up2_refine' in log
