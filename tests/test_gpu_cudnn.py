@@ -615,4 +615,14 @@ def test_bundle_material_trains_on_the_cpu_caffe(tmp_path):
     for d in result['displays']:
         assert math.isfinite(d['loss']) and 'loss_seg' in d['terms'], d
     log = open(str(out)[:-5] + '.caffe.log').read()
-    assert 'Copying source layer fixed_up2_refine' in log
+    assert 'Finetuning from %s' % (tmp_path / 'learn' / 'a2_fixed.caffemodel') in log
+    # what it copies: the corner-aligned bilinear x2 kernels of the fixed upsampling
+    from caffe.proto import caffe_pb2
+    import numpy as np
+    fixed = caffe_pb2.NetParameter()
+    fixed.ParseFromString((tmp_path / 'learn' / 'a2_fixed.caffemodel').read_bytes())
+    assert [l.name for l in fixed.layer] == ['fixed_up2_refine']
+    blob = fixed.layer[0].blobs[0]
+    kernels = np.array(blob.data, np.float32).reshape(list(blob.shape.dim))
+    assert kernels.shape[1:] == (1, 3, 3)
+    assert np.array_equal(kernels[0, 0], np.outer([.5, 1, .5], [.5, 1, .5]))
