@@ -74,3 +74,7 @@ demo:  ## the README's first command: setup, sample data, train A2 on the CPU, e
 .PHONY: gpu-bundle
 gpu-bundle:  ## archive of the CUDA build for a GPU machine without Caffe (runs/gpu-bundle/; for bench/device_check.sh)
 	@bash bench/gpu_bundle.sh
+
+.PHONY: device-check
+device-check:  ## on the GPU machine: every GPU check in one run from gpu-bundle's archive (bench/device_check.sh, docs/GPU.md)
+	@bash bench/device_check.sh

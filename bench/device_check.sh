@@ -17,12 +17,12 @@
 #      same batch and weights from the seed, no Dropout, batch PARITY_BATCH of the bundle)
 #      on the CPU and on the GPU without cuDNN, with cuDNN FP32 and cuDNN TF32: losses and
 #      every parameter gradient, relative to the CPU (target for FP32: <= 1e-4)
-#   3. speed (-> speed.json, PERFORMANCE-gpu.md): training step at batch 7 of DeepLab-ASPP
-#      and A2, Caffe (no cuDNN / cuDNN FP32 / cuDNN TF32) and the same nets in PyTorch
-#      (FP32 / TF32 / bf16 autocast), alternated over ROUNDS rounds, medians, img/s
-#   4. learn (-> learn.json): `caffe train -gpu 0` of A2 for LEARN_ITERS iterations on the
+#   3. learn (-> learn.json): `caffe train -gpu 0` of A2 for LEARN_ITERS iterations on the
 #      bundle's learning set (data_prep's rendered Cityscapes sample cut by the HybridData
 #      pipeline, read through HDF5Data), the loss terms at each display
+#   4. speed (-> speed.json, PERFORMANCE-gpu.md): training step at batch 7 of DeepLab-ASPP
+#      and A2, Caffe (no cuDNN / cuDNN FP32 / cuDNN TF32) and the same nets in PyTorch
+#      (FP32 / TF32 / bf16 autocast), alternated over ROUNDS rounds, medians, img/s
 #   5. layers_aspp: `caffe time -gpu 0` per layer of DeepLab-ASPP with cuDNN FP32
 #   6. tf32_parity_aspp / tf32_parity_a2 (bench/tf32_parity.py, issue 8) and ddp
 #      (tools/ddp_train.py, DistributedDataParallel on one GPU over NCCL)
@@ -577,6 +577,8 @@ def main(argv=None):
     p.add_argument('--display', type=int, default=10)
     p.add_argument('--lr', type=float, default=2.5e-6)
     p.add_argument('--cpu', action='store_true', help='CPU mode (tests)')
+    p.add_argument('--timeout', type=float, default=None,
+                   help='stop caffe after this many seconds and report what it logged')
     p.add_argument('--json', required=True)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -589,8 +591,12 @@ def main(argv=None):
         if args.weights:
             cmd += ['-weights', args.weights]
         env = dict(os.environ, GLOG_logtostderr='1', GLOG_minloglevel='0')
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    log = p.stdout + p.stderr
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+            rc, log = p.returncode, p.stdout + p.stderr
+        except subprocess.TimeoutExpired as e:   # what it did so far
+            text = lambda b: b.decode(errors='replace') if isinstance(b, bytes) else (b or '')
+            rc, log = 'timeout after %g s' % args.timeout, text(e.stdout) + text(e.stderr)
     with open(os.path.splitext(args.json)[0] + '.caffe.log', 'w') as f:
         f.write(log)
     displays = []
@@ -603,7 +609,7 @@ def main(argv=None):
         terms = {name: float(v) for name, v in OUTPUT.findall(log[m.end():end])}
         t = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
         displays.append(dict(iter=it, loss=float(m.group(5)), terms=terms, t=t))
-    result = dict(rc=p.returncode, iters=args.iters, lr=args.lr, displays=displays)
+    result = dict(rc=rc, iters=args.iters, lr=args.lr, displays=displays)
     if len(displays) >= 4:
         n = max(1, min(3, len(displays) // 3))
         first, last = displays[:n], displays[-n:]
@@ -623,7 +629,9 @@ def main(argv=None):
         print('learn %-14s first %-12g last %-12g %s' % (k, a, b, 'falls' if b < a else 'DOES NOT FALL'))
     if 'ms_per_iter' in result:
         print('learn: %.1f ms per iteration' % result['ms_per_iter'])
-    return p.returncode
+    if rc != 0:
+        print('learn: caffe %s' % (rc if isinstance(rc, str) else 'exited %d' % rc))
+    return 0 if rc == 0 else 1
 
 
 if __name__ == '__main__':
@@ -637,10 +645,10 @@ step device_query 60 "$CAFFE" device_query -gpu 0
 step parity 150 "$PY" "$W/parity.py" --caffe "$CAFFE" --workdir "$W/parity" --json "$RES/parity.json" \
   --net "deeplab_aspp=$B/nets/deeplab_aspp.gradparity.prototxt" --net "a2=$B/nets/a2.gradparity.prototxt"
 mkdir -p "$RES/parity_runs" && cp "$W"/parity/*/*.log "$RES/parity_runs/" 2>/dev/null
+step learn 90 "$PY" "$W/learn.py" --caffe "$CAFFE" --net "$W/a2.learn.prototxt" \
+  --weights "$B/learn/a2_fixed.caffemodel" --iters "$LEARN_ITERS" --timeout 80 --json "$RES/learn.json"
 step speed 170 env HYBRIDNET_ROOT="$ROOT" "$PY" "$W/speed.py" --caffe "$CAFFE" --nets-dir "$B/nets" \
   --nets deeplab_aspp a2 --iters "$ITERS" --rounds "$ROUNDS" --json "$RES/speed.json" --md "$RES/PERFORMANCE-gpu.md"
-step learn 90 "$PY" "$W/learn.py" --caffe "$CAFFE" --net "$W/a2.learn.prototxt" \
-  --weights "$B/learn/a2_fixed.caffemodel" --iters "$LEARN_ITERS" --json "$RES/learn.json"
 step layers_aspp 40 "$CAFFE" time -gpu 0 -iterations "$ITERS" -model "$B/nets/deeplab_aspp.train.prototxt"
 step tf32_parity_aspp 45 "$PY" "$ROOT/bench/tf32_parity.py" --caffe "$CAFFE" --base-lr 1e-3 \
   --net "$B/nets/deeplab_aspp.parity.prototxt" --json "$RES/tf32_parity_aspp.json"
