@@ -204,7 +204,7 @@ def caffe_step(caffe, net, workdir, tag, gpu, env, lr, seed, iters=1, timeout=60
     with open(os.path.join(workdir, tag + '.log'), 'w') as f:
         f.write(log)
     if p.returncode != 0:
-        raise RuntimeError('%s: caffe exited %d:\n%s' % (tag, p.returncode, log[-3000:]))
+        raise RuntimeError('caffe exited %d: %s' % (p.returncode, reason(log)))
     model = os.path.join(workdir, '%s_iter_%d.caffemodel' % (tag, iters))
     losses = {}
     m = LOSS.search(log)
@@ -215,6 +215,15 @@ def caffe_step(caffe, net, workdir, tag, gpu, env, lr, seed, iters=1, timeout=60
     return dict(model=model, losses=losses, seconds=round(time.time() - t0, 1),
                 tf32_logged='CUDNN_TENSOR_OP_MATH' in log or 'CUBLAS_TF32' in log,
                 cudnn_off_logged='CAFFE_CUDNN=0' in log)
+
+
+def reason(log):
+    """The line of a caffe log that says why it stopped (glog's F line, a Check failure)."""
+    lines = [l for l in log.splitlines() if l.strip()]
+    for l in reversed(lines):
+        if l.startswith('F') or 'Check failed' in l or 'Error' in l:
+            return l.split('] ', 1)[-1][:300]
+    return lines[-1][:300] if lines else 'no output'
 
 
 def rel(a, b):
@@ -268,7 +277,7 @@ def main(argv=None):
                 try:
                     runs[tag] = caffe_step(args.caffe, net, wd, tag, gpu, env, args.lr, args.seed)
                 except Exception as err:   # report, go on with the other variants
-                    entry['variants'][tag] = dict(error=str(err)[-1500:])
+                    entry['variants'][tag] = dict(error=str(err)[:400])
             ref_tag = chosen[0][0]
             ref = read_caffemodel(runs[ref_tag]['model'])
             for tag, _, _ in chosen:
@@ -293,10 +302,19 @@ def main(argv=None):
         for f in os.listdir(wd) if os.path.isdir(wd) else []:
             if f.endswith(('.caffemodel', '.solverstate')):
                 os.remove(os.path.join(wd, f))
-        for tag, v in entry['variants'].items():
+        if 'error' in entry:
+            print('parity %-13s FAILED: %s' % (name, entry['error'][:300]), flush=True)
+        for tag, _, _ in chosen:
+            v = entry['variants'].get(tag)
+            if v is None:
+                continue
+            if 'error' in v:
+                print('parity %-13s %-15s FAILED: %s' % (name, tag, v['error'][:200]), flush=True)
+                continue
             g = v.get('grad') or {}
-            print('parity %-13s %-15s loss %-12s grad rel overall %-9s max %-9s %s' % (
-                name, tag, v.get('losses', {}).get('loss', v.get('error', '')[:40]),
+            rl = v.get('loss_rel', {}).get('loss')
+            print('parity %-13s %-15s loss %-12g rel %-9s grad rel overall %-9s max %-9s %s' % (
+                name, tag, v['losses'].get('loss', float('nan')), '%.2e' % rl if rl is not None else '-',
                 '%.2e' % g['overall'] if g.get('overall') is not None else '-',
                 '%.2e' % g['max'] if g.get('max') is not None else '-',
                 {True: 'FP32 ok', False: 'FP32 OVER TOL'}.get(v.get('fp32_within_tol'), '')), flush=True)
@@ -386,7 +404,9 @@ def caffe_times(caffe, net, iters, env, timeout=300):
                            env=e, timeout=timeout)
     log = p.stdout + p.stderr
     if p.returncode != 0:
-        raise RuntimeError('caffe exited %d: %s' % (p.returncode, log[-1500:]))
+        lines = [l for l in log.splitlines() if l.strip()]
+        why = [l for l in lines if l.startswith('F') or 'Check failed' in l] or lines[-1:] or ['no output']
+        raise RuntimeError('caffe exited %d: %s' % (p.returncode, why[-1].split('] ', 1)[-1][:300]))
     stamps = {}
     for h, m, s, it in STAMP.findall(log):
         if int(it) <= iters:

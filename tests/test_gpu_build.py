@@ -241,7 +241,10 @@ def test_gpu_bundle_holds_what_the_device_check_needs(cuda_prefix, tmp_path):
     for needed in ('bin/caffe', 'bin/caffe.bin', 'lib/libcaffe.so', 'python/caffe/_caffe.so',
                    'pyshim/caffe/proto/caffe_pb2.py', 'nets/manifest.json',
                    'nets/a2.train.prototxt', 'nets/a2.deploy.prototxt', 'nets/a2.parity.prototxt',
-                   'nets/deeplab_aspp.parity.prototxt', 'MANIFEST.txt'):
+                   'nets/deeplab_aspp.parity.prototxt', 'MANIFEST.txt',
+                   # the device check's own material (issue 16)
+                   'nets/a2.gradparity.prototxt', 'nets/deeplab_aspp.gradparity.prototxt',
+                   'nets/a2.learn.prototxt', 'learn/a2_sample.h5', 'learn/a2_fixed.caffemodel'):
         assert b + needed in names, needed
     libs = {n.split('/')[-1] for n in names if n.startswith(b + 'lib/')}
     for debian in ('libglog.so.1', 'libprotobuf.so.32', 'libopenblas.so.0'):
@@ -254,7 +257,8 @@ def test_gpu_bundle_holds_what_the_device_check_needs(cuda_prefix, tmp_path):
     with tarfile.open(out) as tar:
         tar.extractall(x, filter='fully_trusted')
     wheels = os.path.join(cuda_prefix, 'nvidia-wheels', 'nvidia', 'cu13', 'lib')
-    env = dict(os.environ, CUDA_LIBS='%s:/usr/local/cuda/lib64' % wheels)
+    cudnn = os.path.join(cuda_prefix, 'nvidia-wheels', 'nvidia', 'cudnn', 'lib')
+    env = dict(os.environ, CUDA_LIBS='%s:%s:/usr/local/cuda/lib64' % (wheels, cudnn))
     r = subprocess.run([str(x / b / 'bin' / 'caffe'), '--ldd'], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
