@@ -18,6 +18,10 @@ library imports the cuDNN 8/9 entry points and none of the removed ones; the whe
 loads and reports the pinned version (no GPU needed for cudnnGetVersion).
 Needs a GPU (skips saying so): the same DummyData training step with cuDNN (FP32) and with
 CAFFE_CUDNN=0 gives the same loss within 1e-4.
+bench/device_check.sh, on the CPU (its GPU run needs the device machine): the script and the
+Python it runs parse; its parity program recovers every gradient exactly as pycaffe's
+backward gives it; its learning program reads falling losses; `gpu_bundle.sh --material`
+writes nets and a learning set that the CPU caffe trains (slow: A2 at batch 1).
 """
 import ctypes
 import glob
