@@ -559,9 +559,10 @@ PY
 
 cat >"$W/learn.py" <<'PY'
 """Does a GPU run learn? `caffe train -gpu 0` of a training net (A2 reading the bundle's
-learning set through HDF5Data, the fixed_* weights from -weights) with the paper's solver
-settings (lr 2.5e-6, momentum 0.9, weight decay 0.005) for ITERS iterations; the loss terms
-at each display; falling = the mean of the last DISPLAYS displays below the first's."""
+learning set through HDF5Data, MSRA fillers, the fixed_* weights from -weights) for ITERS
+iterations with `make demo`'s recipe (Adam, lr 1e-5, beta1 0.9, weight decay 0.005): from
+scratch the paper's SGD at 2.5e-6 diverges to NaN within a few iterations (docs/GPU.md).
+The loss terms at each display; falling = the mean of the last displays below the first's."""
 import argparse
 import json
 import os
@@ -571,6 +572,7 @@ import sys
 import tempfile
 
 SOLVER = '''net: "{net}"
+type: "{solver_type}"
 base_lr: {lr}
 lr_policy: "fixed"
 momentum: 0.9
@@ -595,7 +597,8 @@ def main(argv=None):
     p.add_argument('--weights')
     p.add_argument('--iters', type=int, default=300)
     p.add_argument('--display', type=int, default=10)
-    p.add_argument('--lr', type=float, default=2.5e-6)
+    p.add_argument('--lr', type=float, default=1e-5)
+    p.add_argument('--solver-type', default='Adam', help="Caffe's solver type (default: %(default)s)")
     p.add_argument('--cpu', action='store_true', help='CPU mode (tests)')
     p.add_argument('--timeout', type=float, default=None,
                    help='stop caffe after this many seconds and report what it logged')
@@ -604,7 +607,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         solver = os.path.join(tmp, 'solver.prototxt')
         with open(solver, 'w') as f:
-            f.write(SOLVER.format(net=os.path.abspath(args.net), lr=args.lr, iters=args.iters,
+            f.write(SOLVER.format(net=os.path.abspath(args.net), solver_type=args.solver_type, lr=args.lr,
+                                  iters=args.iters,
                                   display=args.display, prefix=os.path.join(tmp, 's'),
                                   mode='CPU' if args.cpu else 'GPU'))
         cmd = [args.caffe, 'train', '-solver', solver] + ([] if args.cpu else ['-gpu', '0'])
@@ -629,7 +633,7 @@ def main(argv=None):
         terms = {name: float(v) for name, v in OUTPUT.findall(log[m.end():end])}
         t = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
         displays.append(dict(iter=it, loss=float(m.group(5)), terms=terms, t=t))
-    result = dict(rc=rc, iters=args.iters, lr=args.lr, displays=displays)
+    result = dict(rc=rc, iters=args.iters, lr=args.lr, solver_type=args.solver_type, displays=displays)
     if len(displays) >= 4:
         n = max(1, min(3, len(displays) // 3))
         first, last = displays[:n], displays[-n:]

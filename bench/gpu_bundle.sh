@@ -21,7 +21,7 @@
 #                                data_prep's HybridData pipeline cut from its rendered
 #                                Cityscapes sample) through Caffe's HDF5Data layer, and
 #                                learn/a2_fixed.caffemodel (the fixed_* layers' weights),
-#                                for the learning run
+#                                for the learning run (MSRA fillers, as `make demo`'s)
 #   MANIFEST.txt                 what is inside, the build's cache key, ldd output
 # Needs `make setup` (CPU pycaffe, to write the nets) and `make setup CAFFE_GPU=1`.
 #   bash bench/gpu_bundle.sh [OUTPUT.tar.xz]   (default runs/gpu-bundle/hybridnet-caffe-cuda.tar.xz)
@@ -112,6 +112,23 @@ hdf5.include.extend(data.include)
 hdf5.hdf5_data_param.source = '@LEARN_LIST@'
 hdf5.hdf5_data_param.batch_size = batch
 data.CopyFrom(hdf5)
+# From scratch the paper's fillers and SGD diverge (NaN within a few iterations: measured on
+# the CPU, and why `make demo` trains with MSRA fillers and Adam); the learning run uses the
+# demo's recipe: tools.train --filler msra, rewritten here by the same function.
+try:
+    from tools.solver_config import replace_fillers
+except ImportError:   # the tools are being re-housed: find the function wherever it lives
+    import importlib
+    import re
+    replace_fillers = None
+    for dirpath, _, files in os.walk(os.path.join(root, 'tools')):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if name.endswith('.py') and re.search(r'^def replace_fillers\b', open(path).read(), re.M):
+                module = os.path.relpath(path, root)[:-3].replace(os.sep, '.')
+                replace_fillers = importlib.import_module(module).replace_fillers
+    assert replace_fillers is not None, 'no replace_fillers under tools/'
+replace_fillers(train, 'msra')
 with open(os.path.join(out, 'nets', 'a2.learn.prototxt'), 'w') as f:
     f.write(text_format.MessageToString(train))
 # The fixed_* layers' weights (tools.train writes them into every net it makes; `caffe
