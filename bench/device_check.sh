@@ -562,7 +562,9 @@ cat >"$W/learn.py" <<'PY'
 learning set through HDF5Data, MSRA fillers, the fixed_* weights from -weights) for ITERS
 iterations with `make demo`'s recipe (Adam, lr 1e-5, beta1 0.9, weight decay 0.005): from
 scratch the paper's SGD at 2.5e-6 diverges to NaN within a few iterations (docs/GPU.md).
-The loss terms at each display; falling = the mean of the last displays below the first's."""
+The loss terms at each display; falling = their mean over the last WINDOW displayed
+iterations below the mean over the first WINDOW (whole passes over the learning set: with
+display 1 and 4 batches, 20 = 5 passes, so each mean weighs every batch alike)."""
 import argparse
 import json
 import os
@@ -596,7 +598,9 @@ def main(argv=None):
     p.add_argument('--net', required=True)
     p.add_argument('--weights')
     p.add_argument('--iters', type=int, default=300)
-    p.add_argument('--display', type=int, default=10)
+    p.add_argument('--display', type=int, default=1)
+    p.add_argument('--window', type=int, default=20,
+                   help='displays averaged at each end, a multiple of the set\'s batches (default: %(default)s)')
     p.add_argument('--lr', type=float, default=1e-5)
     p.add_argument('--solver-type', default='Adam', help="Caffe's solver type (default: %(default)s)")
     p.add_argument('--cpu', action='store_true', help='CPU mode (tests)')
@@ -634,9 +638,10 @@ def main(argv=None):
         t = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
         displays.append(dict(iter=it, loss=float(m.group(5)), terms=terms, t=t))
     result = dict(rc=rc, iters=args.iters, lr=args.lr, solver_type=args.solver_type, displays=displays)
-    if len(displays) >= 4:
-        n = max(1, min(3, len(displays) // 3))
+    if len(displays) >= 2:
+        n = max(1, min(args.window, len(displays) // 2))
         first, last = displays[:n], displays[-n:]
+        result['window'] = n
         keys = ['loss'] + sorted(displays[0]['terms'])
         mean = lambda ds, k: sum(d['loss'] if k == 'loss' else d['terms'].get(k, float('nan')) for d in ds) / len(ds)
         result['first_last'] = {k: [mean(first, k), mean(last, k)] for k in keys}

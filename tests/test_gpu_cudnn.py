@@ -558,10 +558,11 @@ layer { name: "loss_seg" type: "SoftmaxWithLoss" bottom: "score" bottom: "label"
     out = tmp_path / 'learn.json'
     r = subprocess.run([sys.executable, device_program('learn.py'), '--caffe', CPU_CAFFE, '--cpu',
                         '--net', str(tmp_path / 'net.prototxt'), '--iters', '60', '--display', '5',
-                        '--lr', '0.1', '--json', str(out)], capture_output=True, text=True)
+                        '--window', '4', '--lr', '0.1', '--json', str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     result = json.load(open(out))
     assert [d['iter'] for d in result['displays']] == list(range(0, 60, 5))
+    assert result['window'] == 4 and result['solver_type'] == 'Adam'
     assert result['falls'] == {'loss': True, 'loss_seg': True}, result['first_last']
     assert 'learn loss_seg' in r.stdout and 'falls' in r.stdout
 
