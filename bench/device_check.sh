@@ -659,7 +659,9 @@ def main(argv=None):
     if 'ms_per_iter' in result:
         print('learn: %.1f ms per iteration' % result['ms_per_iter'])
     if rc != 0:
-        print('learn: caffe %s' % (rc if isinstance(rc, str) else 'exited %d' % rc))
+        why = [l.split('] ', 1)[-1] for l in log.splitlines() if l.startswith('F') or 'Check failed' in l]
+        print('learn: caffe %s%s' % (rc if isinstance(rc, str) else 'exited %d' % rc,
+                                     ': ' + why[-1][:300] if why else ''))
     return 0 if rc == 0 else 1
 
 
