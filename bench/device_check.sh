@@ -420,7 +420,7 @@ def caffe_times(caffe, net, iters, env, timeout=300):
 class TorchNet:
     """One converted net on the GPU, timed in every precision from the same weights."""
 
-    def __init__(self, train, deploy, seed=0):
+    def __init__(self, train, deploy, seed=0, device='cuda'):
         import torch
         CaffeNet = find_attr('CaffeNet', ['tools.caffe_to_torch'])
         read_prototxt = find_attr('read_prototxt', ['tools.caffemodel'])
@@ -437,8 +437,9 @@ class TorchNet:
                 p.normal_(0.0, 0.01)
                 p.requires_grad_(name.split('.')[0] not in frozen)
         self.net.train()
-        self.net.to('cuda')
-        self.inputs = [torch.randn(self.net.input_shapes[n], device='cuda') * 50 for n in self.net.input_names]
+        self.net.to(device)
+        self.device = device
+        self.inputs = [torch.randn(self.net.input_shapes[n], device=device) * 50 for n in self.net.input_names]
         self.opt = torch.optim.SGD([p for p in self.net.parameters() if p.requires_grad], lr=1e-12,
                                    momentum=0.9, weight_decay=0.005)
 
@@ -448,9 +449,11 @@ class TorchNet:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.backends.cudnn.allow_tf32 = tf32
 
+        sync = torch.cuda.synchronize if self.device == 'cuda' else (lambda: None)
+
         def step():
             self.opt.zero_grad(set_to_none=True)
-            with torch.autocast('cuda', dtype=torch.bfloat16, enabled=variant == 'torch_bf16'):
+            with torch.autocast(self.device, dtype=torch.bfloat16, enabled=variant == 'torch_bf16'):
                 outs = self.net(*self.inputs)
                 loss = sum((o.float() ** 2).mean() for o in outs.values())
             loss.backward()
@@ -458,10 +461,10 @@ class TorchNet:
 
         out = []
         for i in range(warmup + iters):
-            torch.cuda.synchronize()
+            sync()
             t0 = time.perf_counter()
             step()
-            torch.cuda.synchronize()
+            sync()
             if i >= warmup:
                 out.append((time.perf_counter() - t0) * 1000.0)
         return out

@@ -584,6 +584,34 @@ def test_speed_program_reads_caffe_iteration_times_and_finds_the_converter(devic
     assert callable(speed.find_attr('read_prototxt', ['tools.caffemodel']))
 
 
+TINY_DEPLOY = '''name: "tiny"
+layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 17 dim: 17 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" param { lr_mult: 1 } param { lr_mult: 2 }
+  convolution_param { num_output: 8 kernel_size: 3 pad: 2 dilation: 2 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "fixed_conv" type: "Convolution" bottom: "conv1" top: "score" param { lr_mult: 0 }
+  convolution_param { num_output: 3 kernel_size: 1 bias_term: false } }
+'''
+
+
+def test_speed_program_times_the_converted_net_in_every_precision(device_program, tmp_path):
+    """The PyTorch half of the speed step, on the CPU (the device runs it on 'cuda'): the
+    converted deploy net, lr_mult 0 layers frozen, FP32 / TF32 / bf16 autocast steps timed."""
+    pytest.importorskip('torch')
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('speed', device_program('speed.py'))
+    speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(speed)
+    (tmp_path / 'deploy.prototxt').write_text(TINY_DEPLOY)
+    (tmp_path / 'train.prototxt').write_text(TINY_DEPLOY)   # same layers: the lr_mults matter
+    net = speed.TorchNet(str(tmp_path / 'train.prototxt'), str(tmp_path / 'deploy.prototxt'), device='cpu')
+    frozen = [n for n, p in net.net.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith('fixed_conv') for n in frozen), frozen
+    for variant in speed.TORCH_VARIANTS:
+        times = net.times(variant, 3, warmup=1)
+        assert len(times) == 3 and all(t > 0 for t in times), (variant, times)
+
+
 @pytest.mark.slow
 def test_bundle_material_trains_on_the_cpu_caffe(tmp_path):
     """`gpu_bundle.sh --material` (batch 1 here, 7 in the bundle): DummyData parity nets
