@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 8 and 16 in one run (at most DEADLINE_S = 450 s on an H200), for a machine with an NVIDIA driver, CUDA 13, cuDNN 9, python3 with PyTorch and no
-# Caffe, no network: the device machine. Run from the repository root there:
+# The GPU checks of issues 8 and 16 in one run (at most DEADLINE_S = 450 s on an H200), for
+# a machine with an NVIDIA driver, CUDA 13, cuDNN 9, python3 with PyTorch and no Caffe, no
+# network: the device machine. Run from the repository root there:
 #   bash bench/device_check.sh [runs/gpu-bundle/hybridnet-caffe-cuda.tar.xz]
 # (make the archive here with `make gpu-bundle`; the device tool carries runs/gpu-bundle).
 # The bundle's caffe takes cuBLAS, cuRAND, cudart and cuDNN from the machine's own PyTorch
@@ -19,7 +20,8 @@
 #      every parameter gradient, relative to the CPU (target for FP32: <= 1e-4)
 #   3. learn (-> learn.json): `caffe train -gpu 0` of A2 for LEARN_ITERS iterations on the
 #      bundle's learning set (data_prep's rendered Cityscapes sample cut by the HybridData
-#      pipeline, read through HDF5Data), the loss terms at each display
+#      pipeline, read through HDF5Data; MSRA fillers and Adam 1e-5, `make demo`'s recipe
+#      for a start from scratch), the loss terms at every iteration
 #   4. speed (-> speed.json, PERFORMANCE-gpu.md): training step at batch 7 of DeepLab-ASPP
 #      and A2, Caffe (no cuDNN / cuDNN FP32 / cuDNN TF32) and the same nets in PyTorch
 #      (FP32 / TF32 / bf16 autocast), alternated over ROUNDS rounds, medians, img/s
@@ -69,7 +71,7 @@ publish() {  # $OUT: at most 8 files (the device tool's limit)
   return 0
 }
 
-step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $OUT/NAME.log, remember the outcome
+step() {  # step NAME TIMEOUT_S COMMAND...: run, log to $RES/NAME.log, remember the outcome
   local name=$1 limit=$2; shift 2
   local left=$(( DEADLINE_S - ($(date +%s) - START) - 5 ))
   STEPS+=("$name")
