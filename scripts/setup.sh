@@ -17,7 +17,10 @@
 # variant lives beside the CPU one and does not rewire .venv: it adds
 # .venv/bin/caffe-gpu and .venv/bin/python-gpu (docs/GPU.md); CAFFE_GPU_DEFAULT=1
 # also makes it the .venv's default caffe (machines with a GPU only: a CUDA pycaffe
-# cannot run without an NVIDIA driver).
+# cannot run without an NVIDIA driver). The CUDA variant uses cuDNN 9 (the
+# nvidia-cudnn-cu13 wheel of requirements-cuda.txt, USE_CUDNN := 1, patch
+# cuda/15-cudnn9); CAFFE_CUDNN=0 builds it without cuDNN instead, in its own cache
+# entry (caffe-cuda-nocudnn-<key>, .venv/bin/caffe-gpu-nocudnn, python-gpu-nocudnn).
 # HYBRIDNET_CACHE overrides the cache dir; PYTHON the interpreter for .venv.
 set -euo pipefail
 
@@ -29,6 +32,7 @@ PYTHON=${PYTHON:-python3}
 CAFFE_GPU=${CAFFE_GPU:-0}
 CUDA_ARCH=${CUDA_ARCH:-90}
 CAFFE_GPU_DEFAULT=${CAFFE_GPU_DEFAULT:-0}
+CAFFE_CUDNN=${CAFFE_CUDNN:-1}
 SDIST=brocolli-caffe-9.0.2.tar.gz
 SDIST_SPEC=brocolli-caffe==9.0.2
 SDIST_SHA256=c6410cc60bdd6db685d441b66be7df05410f8850ac88d6b75d48ef9b2315c08a
@@ -88,9 +92,14 @@ SITE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 # 3. Caffe --------------------------------------------------------------------------
 STEP="cuda toolchain"
 CUDA_DIR=/usr/local/cuda; EXTRA_INCLUDE=""; EXTRA_LIBDIR=""; EXTRA_RPATH=""; CPU_ONLY=1
-VARIANT=cpu; ARCH_FLAGS=""
+VARIANT=cpu; ARCH_FLAGS=""; NAME=cpu; SUFFIX=""
 if [ "$CAFFE_GPU" = "1" ]; then
-  VARIANT=cuda; CPU_ONLY=""
+  VARIANT=cuda; CPU_ONLY=""; NAME=cuda
+  case $CAFFE_CUDNN in
+    1) ;;
+    0) NAME=cuda-nocudnn; SUFFIX=-nocudnn ;;
+    *) echo "[setup] CAFFE_CUDNN must be 1 (cuDNN, the default) or 0, not '$CAFFE_CUDNN'" >&2; exit 1;;
+  esac
   # CUDA_HOME, else /usr/local/cuda, else the toolkit of the nvcc on PATH (which
   # may be a wrapper script: the toolkit must have include/cuda_runtime.h).
   if [ -n "${CUDA_HOME:-}" ]; then CUDA_DIR=$CUDA_HOME
@@ -113,6 +122,10 @@ if [ "$CAFFE_GPU" = "1" ]; then
   # the linker's -l flags look for. Paths are relative to the build dir.
   EXTRA_INCLUDE="nvidia-wheels/nvidia/cu13/include"
   EXTRA_LIBDIR="nvidia-wheels/link"
+  # cuDNN's headers (its wheel: nvidia/cudnn/), and CUDA 13's thrust/cub, which moved
+  # to include/cccl (nvcc adds it by itself, g++ does not: cudnn_bn/softmax .cpp).
+  [ "$CAFFE_CUDNN" = 0 ] || EXTRA_INCLUDE+=" nvidia-wheels/nvidia/cudnn/include"
+  [ ! -d "$CUDA_DIR/include/cccl" ] || EXTRA_INCLUDE+=" $CUDA_DIR/include/cccl"
 fi
 
 STEP="cache key"
@@ -120,10 +133,11 @@ KEY=$( { echo "$SDIST_SHA256"; cat "$THIRD"/patches/*.patch "$THIRD/Makefile.con
          echo "variant=$VARIANT arch=$CUDA_ARCH py=$PY_VERSION $PY_INCLUDE numpy=$NP_VERSION"
          if [ "$VARIANT" = cuda ]; then   # the CPU key stays what it was
            cat "$THIRD"/patches/cuda/*.patch "$THIRD/requirements-cuda.txt"; echo "nvcc=$CUDA_VERSION $CUDA_DIR"
+           echo "cudnn=$CAFFE_CUDNN"
          fi; } | sha256sum | cut -c1-16)
-PREFIX=$CACHE/caffe-$VARIANT-$KEY
+PREFIX=$CACHE/caffe-$NAME-$KEY
 if [ -f "$PREFIX/.complete" ]; then
-  say "Caffe ($VARIANT) up to date: $PREFIX"
+  say "Caffe ($NAME) up to date: $PREFIX"
 else
   STEP="download sdist"
   LOG=$CACHE/logs/download.log
@@ -137,10 +151,10 @@ else
     echo "[setup] $CACHE/downloads/$SDIST: sha256 mismatch (expected $SDIST_SHA256)" >&2; exit 1; }
 
   STEP="unpack and patch"
-  LOG=$CACHE/logs/build-$VARIANT-$KEY.log
+  LOG=$CACHE/logs/build-$NAME-$KEY.log
   : >"$LOG"
-  rm -rf "$CACHE"/tmp-"$VARIANT"-*
-  TMP=$(mktemp -d "$CACHE/tmp-$VARIANT-XXXXXX")
+  rm -rf "$CACHE"/tmp-"$NAME"-*
+  TMP=$(mktemp -d "$CACHE/tmp-$NAME-XXXXXX")
   tar xzf "$CACHE/downloads/$SDIST" -C "$TMP" --strip-components=1
   for p in "$THIRD"/patches/*.patch; do
     [ -e "$p" ] || continue
@@ -153,12 +167,17 @@ else
       patch -d "$TMP" -p1 --forward <"$p" >>"$LOG" 2>&1
     done
     STEP="cuda wheels (requirements-cuda.txt)"
-    say "installing the cuBLAS/cuRAND wheels into the cache entry - log $LOG"
+    # CAFFE_CUDNN=0: every pinned wheel but cuDNN's.
+    grep -v '^nvidia-cudnn' "$THIRD/requirements-cuda.txt" >"$TMP/requirements-cuda.nocudnn.txt"
+    REQS=$THIRD/requirements-cuda.txt
+    [ "$CAFFE_CUDNN" = 1 ] || REQS=$TMP/requirements-cuda.nocudnn.txt
+    say "installing the CUDA wheels ($(grep -o '^nvidia-[a-z0-9-]*' "$REQS" | tr '\n' ' ')) into the cache entry - log $LOG"
     "$PY" -m pip install --no-deps --no-compile --target "$TMP/nvidia-wheels" \
-        -r "$THIRD/requirements-cuda.txt" >>"$LOG" 2>&1
+        -r "$REQS" >>"$LOG" 2>&1
     mkdir -p "$TMP/nvidia-wheels/link"
-    for so in "$TMP"/nvidia-wheels/nvidia/cu13/lib/lib*.so.*; do
-      name=$(basename "$so"); ln -sfn "../nvidia/cu13/lib/$name" "$TMP/nvidia-wheels/link/${name%%.so.*}.so"
+    for so in "$TMP"/nvidia-wheels/nvidia/*/lib/lib*.so.*; do
+      name=$(basename "$so"); dir=$(basename "$(dirname "$(dirname "$so")")")
+      ln -sfn "../nvidia/$dir/lib/$name" "$TMP/nvidia-wheels/link/${name%%.so.*}.so"
     done
     STEP="unpack and patch"
   fi
@@ -173,16 +192,17 @@ else
       "$THIRD/Makefile.config.in" >"$TMP/Makefile.config"
   if [ "$VARIANT" = cuda ]; then
     sed -i 's/^CPU_ONLY := $/# CPU_ONLY off: CUDA build/' "$TMP/Makefile.config"
+    [ "$CAFFE_CUDNN" = 0 ] || sed -i 's/^USE_CUDNN := 0$/USE_CUDNN := 1/' "$TMP/Makefile.config"
     cat >>"$TMP/Makefile.config" <<EOF
-# CUDA variant (scripts/setup.sh): run-time search path for the cuBLAS/cuRAND wheels
-# of this cache entry (relative, so the entry can move: make gpu-bundle), then the
-# toolkit's lib64 for libcudart.
-LINKFLAGS += -Wl,-rpath,\\\$\$ORIGIN/../../nvidia-wheels/nvidia/cu13/lib -Wl,-rpath,$CUDA_DIR/lib64
+# CUDA variant (scripts/setup.sh): run-time search path for the cuBLAS/cuRAND (and
+# cuDNN) wheels of this cache entry (relative, so the entry can move: make
+# gpu-bundle), then the toolkit's lib64 for libcudart.
+LINKFLAGS += -Wl,-rpath,\\\$\$ORIGIN/../../nvidia-wheels/nvidia/cu13/lib -Wl,-rpath,\\\$\$ORIGIN/../../nvidia-wheels/nvidia/cudnn/lib -Wl,-rpath,$CUDA_DIR/lib64
 EOF
   fi
 
   STEP="make proto"
-  say "building Caffe ($VARIANT) in $TMP with $JOBS jobs - log $LOG"
+  say "building Caffe ($NAME) in $TMP with $JOBS jobs - log $LOG"
   start=$(date +%s)
   make -C "$TMP" proto >>"$LOG" 2>&1
   STEP="make all pycaffe"
@@ -195,7 +215,7 @@ EOF
   rm -rf "$PREFIX"
   mv "$TMP" "$PREFIX"
   mv "$PREFIX/.complete.tmp" "$PREFIX/.complete"
-  say "Caffe ($VARIANT) built in $(( $(date +%s) - start )) s: $PREFIX"
+  say "Caffe ($NAME) built in $(( $(date +%s) - start )) s: $PREFIX"
 fi
 
 # 4. wire it into .venv ---------------------------------------------------------------
@@ -215,29 +235,35 @@ if [ "$VARIANT" = cuda ]; then
   # (.pth, .venv/bin/caffe) untouched unless CAFFE_GPU_DEFAULT=1.
   STEP="wire the CUDA variant (.venv/bin/caffe-gpu, .venv/bin/python-gpu)"
   LOG=""
-  ln -sfn "$PREFIX" "$CACHE/current-cuda"
-  cat >"$VENV/bin/caffe-gpu" <<EOF
+  ln -sfn "$PREFIX" "$CACHE/current-$NAME"
+  cat >"$VENV/bin/caffe-gpu$SUFFIX" <<EOF
 #!/usr/bin/env bash
-# Caffe's command-line tool, CUDA build ($PREFIX; CUDA_ARCH="$CUDA_ARCH").
-# Needs an NVIDIA driver for -gpu; CAFFE_TF32=1 runs cuBLAS on TF32 tensor cores.
+# Caffe's command-line tool, CUDA build ($PREFIX; CUDA_ARCH="$CUDA_ARCH";
+# cuDNN: $CAFFE_CUDNN). Needs an NVIDIA driver for -gpu; CAFFE_TF32=1 runs cuBLAS
+# (and cuDNN) on TF32 tensor cores; CAFFE_CUDNN=0 keeps Caffe's own GPU layers.
 export PYTHONPATH="$ROOT:$PREFIX/python:$EMBED\${PYTHONPATH:+:\$PYTHONPATH}"
 exec "$PREFIX/build/tools/caffe" "\$@"
 EOF
-  cat >"$VENV/bin/python-gpu" <<EOF
+  cat >"$VENV/bin/python-gpu$SUFFIX" <<EOF
 #!/usr/bin/env bash
 # The .venv's Python with the CUDA build's pycaffe ($PREFIX) ahead of the CPU one.
 export PYTHONPATH="$PREFIX/python:$ROOT\${PYTHONPATH:+:\$PYTHONPATH}"
 exec "$PY" "\$@"
 EOF
-  chmod +x "$VENV/bin/caffe-gpu" "$VENV/bin/python-gpu"
+  chmod +x "$VENV/bin/caffe-gpu$SUFFIX" "$VENV/bin/python-gpu$SUFFIX"
   STEP="link check (CUDA variant, no LD_LIBRARY_PATH)"
   for f in build/lib/libcaffe.so build/tools/caffe.bin python/caffe/_caffe.so; do
-    if env -u LD_LIBRARY_PATH ldd "$PREFIX/$f" | grep 'not found' >&2; then
+    deps=$(env -u LD_LIBRARY_PATH ldd "$PREFIX/$f")
+    if grep 'not found' <<<"$deps" >&2; then
       echo "[setup] $PREFIX/$f: unresolved libraries (above)" >&2; exit 1
+    fi
+    if [ "$CAFFE_CUDNN" = 1 ] && ! grep -q "libcudnn.so.9 => $PREFIX/" <<<"$deps"; then
+      echo "[setup] $PREFIX/$f: libcudnn.so.9 not resolved to the cache entry's wheel:" >&2
+      grep cudnn <<<"$deps" >&2 || true; exit 1
     fi
   done
   if [ "$CAFFE_GPU_DEFAULT" != 1 ]; then
-    say "ready: CUDA Caffe in $PREFIX: .venv/bin/caffe-gpu, .venv/bin/python-gpu (.venv's default caffe unchanged)"
+    say "ready: CUDA Caffe in $PREFIX: .venv/bin/caffe-gpu$SUFFIX, .venv/bin/python-gpu$SUFFIX (.venv's default caffe unchanged)"
     exit 0
   fi
 fi

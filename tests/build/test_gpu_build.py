@@ -56,6 +56,7 @@ def test_cuda_patches_exist_and_say_why():
         'relu-gpu-no-host-copy',
         'tf32-cublas',
         'multigpu-p2psync',
+        'cudnn9',
     ):
         assert any(needed in n for n in names), (needed, names)
     for p in CUDA_PATCHES:
@@ -155,9 +156,10 @@ def test_cuda_wheels_are_pinned_to_cuda_13():
         l.strip() for l in open(os.path.join(THIRD, 'requirements-cuda.txt')) if l.strip() and not l.startswith('#')
     ]
     pins = dict(l.split('==') for l in lines)
-    assert set(pins) == {'nvidia-cublas', 'nvidia-curand'}
+    assert set(pins) == {'nvidia-cublas', 'nvidia-curand', 'nvidia-cudnn-cu13'}
     assert pins['nvidia-cublas'].startswith('13.0.')
     assert pins['nvidia-curand'].startswith('10.4.0.')
+    assert re.fullmatch(r'9\.\d+\.\d+\.\d+', pins['nvidia-cudnn-cu13'])  # exact, cuDNN 9
 
 
 @pytest.mark.parametrize('script', ['scripts/setup.sh', 'bench/device_check.sh', 'bench/gpu_bundle.sh'])
@@ -169,7 +171,7 @@ def test_setup_keeps_the_cpu_cache_key_free_of_cuda_files():
     """The CPU key hashes patches/*.patch (not patches/cuda/) and Makefile.config.in; CUDA
     settings are appended for the CUDA variant only."""
     text = open(os.path.join(ROOT, 'scripts', 'setup.sh')).read()
-    key = text[text.index('KEY=$(') : text.index('PREFIX=$CACHE/caffe-$VARIANT-$KEY')]
+    key = text[text.index('KEY=$(') : text.index('PREFIX=$CACHE/caffe-$NAME-$KEY')]
     cuda_part = key[key.index('if [ "$VARIANT" = cuda ]') :]
     assert 'patches/cuda' in cuda_part and 'requirements-cuda.txt' in cuda_part
     assert 'patches/cuda' not in key[: key.index('if [ "$VARIANT" = cuda ]')]
@@ -267,13 +269,20 @@ def test_gpu_bundle_holds_what_the_device_check_needs(cuda_prefix, tmp_path):
         'nets/a2.parity.prototxt',
         'nets/deeplab_aspp.parity.prototxt',
         'MANIFEST.txt',
+        # the device check's own material (issue 16)
+        'nets/a2.gradparity.prototxt',
+        'nets/deeplab_aspp.gradparity.prototxt',
+        'nets/a2.learn.prototxt',
+        'learn/a2_sample.h5',
+        'learn/a2_fixed.caffemodel',
     ):
         assert b + needed in names, needed
     libs = {n.split('/')[-1] for n in names if n.startswith(b + 'lib/')}
     for debian in ('libglog.so.1', 'libprotobuf.so.32', 'libopenblas.so.0'):
         assert any(l.startswith(debian.split('.so')[0]) for l in libs), (debian, libs)
     assert not any(
-        l.startswith(('libcublas', 'libcurand', 'libcudart', 'libc.so', 'libstdc++', 'libresolv')) for l in libs
+        l.startswith(('libcublas', 'libcurand', 'libcudart', 'libcudnn', 'libc.so', 'libstdc++', 'libresolv'))
+        for l in libs
     ), libs
     assert out.stat().st_size < 60 * 2**20  # the device tool carries at most 64 MiB
     # The bundle's tool runs here (no GPU needed for --version) with only lib/ + CUDA's.
@@ -281,7 +290,8 @@ def test_gpu_bundle_holds_what_the_device_check_needs(cuda_prefix, tmp_path):
     with tarfile.open(out) as tar:
         tar.extractall(x, filter='fully_trusted')
     wheels = os.path.join(cuda_prefix, 'nvidia-wheels', 'nvidia', 'cu13', 'lib')
-    env = dict(os.environ, CUDA_LIBS='%s:/usr/local/cuda/lib64' % wheels)
+    cudnn = os.path.join(cuda_prefix, 'nvidia-wheels', 'nvidia', 'cudnn', 'lib')
+    env = dict(os.environ, CUDA_LIBS='%s:%s:/usr/local/cuda/lib64' % (wheels, cudnn))
     r = subprocess.run([str(x / b / 'bin' / 'caffe'), '--ldd'], env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -292,7 +302,7 @@ def test_cuda_build_trains_in_cpu_mode_like_the_cpu_build(cuda_prefix, tmp_path)
     from google.protobuf import text_format
 
     from bench import caffe_cli
-    from tests.test_gpu_bench import TINY_TRAIN, _net
+    from tests.build.test_gpu_bench import TINY_TRAIN, _net
 
     net = tmp_path / 'n.prototxt'
     net.write_text(text_format.MessageToString(caffe_cli.dummy_data_net(_net(TINY_TRAIN))))
