@@ -162,7 +162,7 @@ def spoil(state, fault):
         return 'NaN or infinite solver history (blobs 0)'
     if fault == 'truncated solverstate':
         os.truncate(state, os.path.getsize(state) // 2)
-        return 'truncated or damaged solverstate'
+        return 'not a solverstate (truncated or damaged'
     if fault == 'solverstate cut at a field':
         _rewrite(state, caffe_pb2.SolverState(), _cut_state)
         return 'truncated solverstate (it ends before its last field)'

@@ -2,7 +2,7 @@
 weights copied into a live net by layer name with one shape rule.
 
 - text protos: `read_net`, `read_solver` (`read_proto` for any message), `write_proto`;
-- caffemodels: `read_caffemodel`, `layer_blobs` ({layer: [arrays]}), `replace_blobs`;
+- binary protos: `read_binary`; caffemodels: `read_caffemodel`, `layer_blobs` ({layer: [arrays]}), `replace_blobs`;
 - `fit_arrays` (Caffe's shape rule) and `copy_blobs` (into `net.params`, all or nothing).
 Every reader raises `ToolError` naming the file and the fault. No size limit: Caffe's own
 512 MB reader limit is lifted by the build (third_party/caffe/patches/05), and these readers
@@ -52,17 +52,22 @@ def write_proto(path, message):
         f.write(text_format.MessageToString(message))
 
 
-def read_caffemodel(path):
-    """A binary NetParameter (weights as Caffe's Net::ToProto writes them)."""
-    net = caffe_pb2.NetParameter()
+def read_binary(path, message, what):
+    """Parse binary `path` into `message` (a fresh protobuf message) and return it; ToolError
+    `<path>: cannot read: ...` or `<path>: not a <what> (truncated or damaged: ...)`."""
     try:
         with open(path, 'rb') as f:
-            net.ParseFromString(f.read())
+            message.ParseFromString(f.read())
     except OSError as err:
         raise ToolError(f'{path}: cannot read: {err.strerror}') from None
     except (protobuf_message.DecodeError, ValueError) as err:
-        raise ToolError(f'{path}: not a caffemodel (truncated or damaged: {err})') from None
-    return net
+        raise ToolError(f'{path}: not a {what} (truncated or damaged: {err})') from None
+    return message
+
+
+def read_caffemodel(path):
+    """A binary NetParameter (weights as Caffe's Net::ToProto writes them)."""
+    return read_binary(path, caffe_pb2.NetParameter(), 'caffemodel')
 
 
 def all_layers(net):

@@ -23,10 +23,9 @@ import time
 
 import numpy as np
 from caffe.proto import caffe_pb2
-from google.protobuf import message as protobuf_message
 
 from tools.core import ToolError
-from tools.core.protos import blob_array, fit_arrays, layer_blobs, read_caffemodel
+from tools.core.protos import blob_array, fit_arrays, layer_blobs, read_binary, read_caffemodel
 
 SNAPSHOTS = 'snapshots'
 PARTIAL = '.partial'
@@ -71,14 +70,10 @@ def caffemodel_of(state_path):
 
 
 def _read_state(path):
-    state = caffe_pb2.SolverState()
     try:
-        with open(path, 'rb') as f:
-            state.ParseFromString(f.read())
-    except OSError as err:
-        return None, 'cannot read it (%s)' % err.strerror
-    except (protobuf_message.DecodeError, ValueError) as err:
-        return None, 'truncated or damaged solverstate (%s)' % err
+        state = read_binary(path, caffe_pb2.SolverState(), 'solverstate')
+    except ToolError as err:
+        return None, str(err)[len(str(path)) + 2 :]
     if not state.HasField('current_step'):  # Caffe writes it last: a cut at a field boundary
         return None, 'truncated solverstate (it ends before its last field)'
     return state, None
