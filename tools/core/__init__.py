@@ -63,10 +63,33 @@ def interruptible_imports(name):
         yield
         return
     raise_on_sigterm()
+    on_sigterm, received = signal.getsignal(signal.SIGTERM), []
+
+    def on_signal(signum, frame):
+        received.append(signum)
+        if signum == signal.SIGTERM:
+            on_sigterm(signum, frame)  # raises Terminated (a forked child dies of it instead)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         yield
-    except KeyboardInterrupt as err:
-        sys.exit(_interrupted(err))
+    except (KeyboardInterrupt, ImportError) as err:
+        # numpy's C import turns a signal's exception inside it into an ImportError
+        if isinstance(err, ImportError) and not received:
+            raise
+        if not isinstance(err, KeyboardInterrupt):
+            err = Terminated() if received[-1] == signal.SIGTERM else KeyboardInterrupt()
+        status = _interrupted(err)
+        sys.stderr.flush()
+        # not sys.exit: a Ctrl-C inside an extension's own PyRun_String (Caffe's and torch's
+        # imports run some) leaves CPython's "unhandled KeyboardInterrupt" flag set even though
+        # it was handled here, and the interpreter would then kill itself with SIGINT at exit
+        os._exit(status)
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, on_sigterm)
 
 
 def deploy_prototxt(net, dataset):
