@@ -6,6 +6,7 @@ import pytest
 from caffe import layers as L
 from caffe.proto import caffe_pb2
 
+from netgen.fixed_weights import write_fixed_blobs
 from tests.support.colour_net import colour_database, write_colour_net
 from tools.core import ToolError as EvaluationError
 from tools.evaluate import main
@@ -66,7 +67,9 @@ def test_weights_that_are_no_caffemodel_or_missing(colour_net, tmp_path):
         run(tmp_path, tmp_path / 'absent.prototxt', None)
 
 
-def test_fixed_layers_may_be_absent_from_the_weights_and_are_filled(tmp_path):
+def test_fixed_layers_may_be_absent_from_the_weights(tmp_path):
+    """The prototxt holds the fixed weights (netgen writes them, issue 13): a caffemodel without
+    the fixed layers loads, and the net keeps the prototxt's corner-aligned x2 zoom."""
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[1, 3, 321, 321]))
     n.pool8 = L.Pooling(n.data, pool=1, kernel_size=8, stride=8)
@@ -76,8 +79,10 @@ def test_fixed_layers_may_be_absent_from_the_weights_and_are_filled(tmp_path):
         name='fixed_up2_depth',
         convolution_param=dict(num_output=1, kernel_size=3, stride=2, pad=1, group=1, bias_term=False),
     )
+    proto = n.to_proto()
+    assert write_fixed_blobs(proto) == ['fixed_up2_depth']
     deploy = tmp_path / 'deploy.prototxt'
-    deploy.write_text(str(n.to_proto()))
+    deploy.write_text(str(proto))
     net = caffe.Net(str(deploy), caffe.TEST)
     net.save(str(tmp_path / 'full.caffemodel'))
     model = caffe_pb2.NetParameter()
