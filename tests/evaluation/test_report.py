@@ -156,3 +156,13 @@ def test_report_command_rewrites_a_run_with_another_runs_column(tmp_path):
         results['segmentation']['mIoU'],
         json.loads((tmp_path / 'aspp' / 'report.json').read_text())['segmentation']['mIoU'],
     )  # same weights, same scores
+
+
+def test_depth_figure_greys_ground_truth_beyond_the_metrics_bound():
+    """The figure shows the ground truth the metrics score: deeper than max_depth is invalid."""
+    depth = np.array([[5.0, 79.0, 81.0, 0.0]], np.float32)
+    shown = figures._bounded(depth, 80.0)
+    assert shown.tolist() == [[5.0, 79.0, 0.0, 0.0]]
+    painted = figures.colorize_depth(shown, 1.0, 80.0)
+    assert tuple(painted[0, 2]) == figures.INVALID_DEPTH_COLOUR and tuple(painted[0, 1]) != figures.INVALID_DEPTH_COLOUR
+    assert figures._bounded(depth, None) is depth

@@ -121,6 +121,13 @@ def draw_grid(path, titles, rows, row_names, colorbar=None):
     plt.close(fig)
 
 
+def _bounded(depth, max_depth):
+    """Ground truth as the metrics see it: deeper than `max_depth` is invalid (drawn grey)."""
+    if max_depth is None or depth is None:
+        return depth
+    return np.where(np.asarray(depth) > max_depth, 0, depth)
+
+
 def _load_prediction(run_dir, name):
     with np.load(Path(run_dir) / 'predictions' / ('%s.npz' % name)) as data:
         return {key: data[key] for key in data.files}
@@ -143,7 +150,9 @@ def write_run_figures(run_dir, results, database, compare_runs=()):
             continue
         others = [run for run in compare_runs if task in run['results']]
         theirs = [[_load_prediction(run['dir'], name)[key] for name in names] for run in others]
-        truth = [getattr(record, key) for record in records]
+        truth = [
+            _bounded(getattr(record, key), results.get('max_depth') if task == 'depth' else None) for record in records
+        ]
         columns = [theirs_maps for theirs_maps in theirs] + [[p[key] for p in ours], truth]
         titles = (
             ['input'] + [_column_title(run['results']) for run in others] + [_column_title(results), 'ground truth']
