@@ -21,31 +21,7 @@ import tarfile
 import pytest
 
 from tests.support import ROOT
-
-THIRD = os.path.join(ROOT, 'third_party', 'caffe')
-CACHE = os.path.expanduser(os.environ.get('HYBRIDNET_CACHE', '~/.cache/hybridnet-caffe'))
-SDIST = os.path.join(CACHE, 'downloads', 'brocolli-caffe-9.0.2.tar.gz')
-COMMON_PATCHES = sorted(glob.glob(os.path.join(THIRD, 'patches', '*.patch')))
-CUDA_PATCHES = sorted(glob.glob(os.path.join(THIRD, 'patches', 'cuda', '*.patch')))
-
-
-@pytest.fixture(scope='module')
-def patched(tmp_path_factory):
-    """The sdist unpacked, the common patches then the CUDA ones applied, in order."""
-    if not os.path.exists(SDIST):
-        pytest.skip('no sdist at %s: run make setup (it downloads it)' % SDIST)
-    tree = tmp_path_factory.mktemp('caffe-cuda-src')
-    with tarfile.open(SDIST) as tar:
-        top = tar.getmembers()[0].name.split('/')[0]
-        tar.extractall(tree, filter='data')
-    src = tree / top
-    for p in COMMON_PATCHES + CUDA_PATCHES:
-        with open(p) as f:
-            r = subprocess.run(
-                ['patch', '-p1', '--forward', '--batch'], cwd=src, stdin=f, capture_output=True, text=True
-            )
-        assert r.returncode == 0, '%s does not apply:\n%s%s' % (p, r.stdout, r.stderr)
-    return src
+from tests.support.caffe_sources import CACHE, CUDA_PATCHES, THIRD
 
 
 def test_cuda_patches_exist_and_say_why():

@@ -31,41 +31,16 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 
 import pytest
 
 from tests.support import ROOT
+from tests.support.caffe_sources import CACHE, THIRD
 
-THIRD = os.path.join(ROOT, 'third_party', 'caffe')
-CACHE = os.path.expanduser(os.environ.get('HYBRIDNET_CACHE', '~/.cache/hybridnet-caffe'))
-SDIST = os.path.join(CACHE, 'downloads', 'brocolli-caffe-9.0.2.tar.gz')
-PATCHES = sorted(glob.glob(os.path.join(THIRD, 'patches', '*.patch'))) + sorted(
-    glob.glob(os.path.join(THIRD, 'patches', 'cuda', '*.patch'))
-)
 CUDNN_PATCH = os.path.join(THIRD, 'patches', 'cuda', '15-cudnn9.patch')
 
 # cuDNN's values (cudnn_graph.h / cudnn_ops.h of cuDNN 9).
 DEFAULT_MATH, TENSOR_OP_MATH, FMA_MATH = 0, 1, 3
-
-
-@pytest.fixture(scope='module')
-def patched(tmp_path_factory):
-    """The sdist unpacked, every common then CUDA patch applied in order."""
-    if not os.path.exists(SDIST):
-        pytest.skip('no sdist at %s: run make setup (it downloads it)' % SDIST)
-    tree = tmp_path_factory.mktemp('caffe-cudnn-src')
-    with tarfile.open(SDIST) as tar:
-        top = tar.getmembers()[0].name.split('/')[0]
-        tar.extractall(tree, filter='data')
-    src = tree / top
-    for p in PATCHES:
-        with open(p) as f:
-            r = subprocess.run(
-                ['patch', '-p1', '--forward', '--batch'], cwd=src, stdin=f, capture_output=True, text=True
-            )
-        assert r.returncode == 0, '%s does not apply:\n%s%s' % (p, r.stdout, r.stderr)
-    return src
 
 
 def test_cudnn_patch_is_there_and_says_why():
