@@ -16,15 +16,11 @@ import numpy as np
 
 from data_prep import DATASET_MODULES, dataset_module
 from data_prep.dataset import IGNORE
-from data_prep.errors import DataError
+from data_prep.errors import DataError, Terminated, raise_on_sigterm
 from data_prep.sample import SAMPLE_MODULES
 
 #: Exit statuses of docs/DESIGN.md ("One command-line convention").
 EXIT_BAD_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 2, 130, 143
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main process like Ctrl-C so that the same cleanup runs."""
 
 
 def main(argv=None):
@@ -48,7 +44,7 @@ def run(command, args):
     named file: missing, unwritable, disk full) -> `error: <file>: <fault>` on stderr and exit 2;
     SIGINT / SIGTERM -> a note that a rerun resumes, exit 130 / 143; anything else is a bug."""
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate_handler(os.getpid())) if main_thread else None
+    previous = raise_on_sigterm() if main_thread else None
     try:
         return command(args)
     except (DataError, OSError) as err:
@@ -64,19 +60,6 @@ def run(command, args):
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
-
-
-def _terminate_handler(main_pid):
-    """SIGTERM handler: `Terminated` in this process; forked workers (which inherit it) just die."""
-
-    def handler(signum, frame):
-        if os.getpid() != main_pid:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise Terminated()
-
-    return handler
 
 
 def positive_int(text):

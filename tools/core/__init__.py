@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from data_prep.errors import DataError, Terminated, raise_on_sigterm
+
 REPO = Path(__file__).resolve().parents[2]
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_NONFINITE = 0, 1, 2, 3
@@ -25,26 +27,6 @@ EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 class ToolError(Exception):
     """An expected fault: a message for the user (naming the file and the fault), no traceback."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM raised where the main thread is (`raise_on_sigterm`): the clean-up of a Ctrl-C
-    runs (`finally`, `except BaseException`), and `run_cli` exits 143."""
-
-
-def raise_on_sigterm():
-    """From now on SIGTERM raises `Terminated` instead of killing the process outright (in
-    this process only: a forked child, e.g. a data worker, dies of it as by default)."""
-    pid = os.getpid()
-
-    def handler(signum, frame):
-        if os.getpid() != pid:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def _interrupted(err):
@@ -128,20 +110,13 @@ def use_device(gpu=None):
     return 'gpu %d' % gpu
 
 
-def expected_errors():
-    """The exception types that mean an expected fault (exit 2)."""
-    from data_prep.errors import DataError  # noqa: PLC0415 (data_prep does not import tools)
-
-    return ToolError, DataError
-
-
 def run_cli(main, argv=None):
     """Run `main(argv)` under the convention: an expected fault (`ToolError`, `DataError`, an
     OSError naming a file) -> `error: ...` on stderr and exit 2; KeyboardInterrupt -> 130 (`Terminated`, 143).
     Returns the exit status."""
     try:
         return main(argv)
-    except expected_errors() as err:
+    except (ToolError, DataError) as err:
         print('error: %s' % err, file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as err:  # a missing, unreadable or unwritable file; a full disk
